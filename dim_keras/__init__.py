@@ -1,0 +1,1 @@
+"""Deep InfoMax in Keras 3."""
