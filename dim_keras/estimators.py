@@ -1,0 +1,186 @@
+"""Mutual-information lower bounds as pure tensor functions (DIM section 3.1).
+
+Every estimator reads one score tensor that holds every (global, local) pair
+of a batch::
+
+    scores[i, j, l] = T(global feature of sample i, local feature l of sample j)
+
+with shape ``[B, B, L]``.  Positive pairs (drawn from the joint) sit on the
+image diagonal ``i == j``; every off-diagonal entry pairs a global feature with
+a local feature of another image, i.e. a sample from the product of marginals.
+``L`` is the number of locations (M x M for the local objective, 1 for the
+global objective or for plain vector pairs).  Following the paper's sampling
+strategy (section 3.1, "We generate negative samples using all combinations of
+global and local features at all locations of the relevant feature map, across
+all images in a batch") each positive is contrasted with the local features of
+the *other* images at *all* locations.
+
+Each function returns the bound in nats as a float32 scalar; the training loss
+is its negative.  Scores are cast to float32 first so that the bounds stay
+exact under mixed precision, and all log-sum-exps shift by the max, so scores
+of +-1e4 do not overflow.  Masking is exact: negatives are selected with 0/1
+weights (means) or ``-inf`` (log-sum-exp), never by a soft "-10" offset.
+"""
+
+import math
+
+import tensorflow as tf
+
+ESTIMATORS = ("jsd", "dv", "infonce", "nwj")
+
+_LOG2 = math.log(2.0)
+# exp(80) ~ 5.5e34 is still a finite float32; NWJ's e^{T-1} term is clamped
+# there so that a run-away critic yields a huge finite loss instead of inf.
+_NWJ_MAX_LOG_MEAN_EXP = 80.0
+
+
+def _as_scores(scores):
+    scores = tf.convert_to_tensor(scores)
+    scores = tf.cast(scores, tf.float32)
+    if scores.shape.rank != 3:
+        raise ValueError(
+            f"scores must have shape [B, B, L], got rank {scores.shape.rank}"
+        )
+    return scores
+
+
+def positive_mask(scores):
+    """Float mask [B, B, L] that is 1 on positive pairs (i == j), else 0."""
+    batch = tf.shape(scores)[0]
+    eye = tf.eye(batch, num_columns=tf.shape(scores)[1], dtype=scores.dtype)
+    return tf.broadcast_to(eye[:, :, None], tf.shape(scores))
+
+
+def _masked_mean(values, mask):
+    return tf.reduce_sum(values * mask) / tf.reduce_sum(mask)
+
+
+def _masked_log_mean_exp(values, mask, axis=None):
+    """log(mean(exp(values))) over entries where mask == 1, max-shifted."""
+    masked = tf.where(mask > 0, values, tf.fill(tf.shape(values), -math.inf))
+    shift = tf.stop_gradient(tf.reduce_max(masked, axis=axis, keepdims=True))
+    shifted = tf.exp(masked - shift)  # exp(-inf) == 0: exact exclusion
+    total = tf.reduce_sum(shifted, axis=axis, keepdims=True)
+    count = tf.reduce_sum(mask, axis=axis, keepdims=True)
+    result = tf.math.log(total) + shift - tf.math.log(count)
+    if axis is None:
+        return tf.reshape(result, [])
+    return tf.squeeze(result, axis=axis)
+
+
+def jsd_positive_term(scores):
+    """Per-pair positive term of the JSD bound, ``log 2 - softplus(-T)``."""
+    return _LOG2 - tf.nn.softplus(-scores)
+
+
+def jsd_negative_term(scores):
+    """Per-pair negative term of the JSD bound, ``softplus(T) - log 2``.
+
+    Equal to the authors' ``softplus(-T) + T - log 2``.
+    """
+    return tf.nn.softplus(scores) - _LOG2
+
+
+def jsd_lower_bound(scores):
+    """Jensen-Shannon MI estimator, eq. 4 (softplus form, f-GAN).
+
+    Returns ``E_J[log2 - sp(-T)] - E_M[sp(T) - log2]``, which is eq. 4 plus the
+    constant ``2 log 2``: the variational lower bound on ``2 * JSD(J || M)``
+    (0 for independent variables, at most ``2 log 2``).  Positives are averaged
+    over the ``B * L`` diagonal pairs, negatives over the ``B (B - 1) L``
+    off-diagonal pairs; positives are excluded from the negatives (App. A.3:
+    "JSD worked better by excluding positive samples from the product of
+    marginals").  Because both terms are plain means, this equals the average
+    over locations of the per-location bounds (eq. 6).
+    """
+    scores = _as_scores(scores)
+    pos = positive_mask(scores)
+    e_pos = _masked_mean(jsd_positive_term(scores), pos)
+    e_neg = _masked_mean(jsd_negative_term(scores), 1.0 - pos)
+    return e_pos - e_neg
+
+
+def dv_lower_bound(scores):
+    """Donsker-Varadhan (MINE) bound, eq. 2: ``E_J[T] - log E_M[e^T]``.
+
+    ``E_M`` runs over all negative pairs of the batch (every global feature
+    with every location of every other image), computed as a max-shifted
+    log-mean-exp.  With ``L = 1`` this is exactly MINE's batch estimator.
+    """
+    scores = _as_scores(scores)
+    pos = positive_mask(scores)
+    e_pos = _masked_mean(scores, pos)
+    return e_pos - _masked_log_mean_exp(scores, 1.0 - pos)
+
+
+def nwj_lower_bound(scores):
+    """NWJ bound (Tschannen et al. 2020, eq. 4): ``E_J[T] - e^{-1} E_M[e^T]``.
+
+    The second term is evaluated as ``exp(logmeanexp(T) - 1)``; the
+    log-mean-exp is clamped at 80 so the value stays a finite float32.
+    """
+    scores = _as_scores(scores)
+    pos = positive_mask(scores)
+    e_pos = _masked_mean(scores, pos)
+    log_mean_exp = _masked_log_mean_exp(scores, 1.0 - pos)
+    log_mean_exp = tf.minimum(log_mean_exp, _NWJ_MAX_LOG_MEAN_EXP)
+    return e_pos - tf.exp(log_mean_exp - 1.0)
+
+
+def infonce_lower_bound(scores):
+    """infoNCE bound, eq. 5.
+
+    For global feature ``i`` and location ``l`` the positive ``T(i, i, l)`` is
+    classified against the local features of all *other* images at *all*
+    locations, ``T(i, j, l')`` for ``j != i`` (the authors' construction, with
+    the same-image pairs masked exactly).  With ``K = 1 + (B - 1) L``
+    candidates the bound is ``log K - E[cross-entropy]``, so it never exceeds
+    ``log K`` (``log B`` for vector pairs).
+    """
+    scores = _as_scores(scores)
+    batch = tf.shape(scores)[0]
+    locations = tf.shape(scores)[2]
+    pos = positive_mask(scores)
+    # Positives: [B, L] = T(i, i, l).
+    positives = tf.linalg.diag_part(tf.transpose(scores, [2, 0, 1]))
+    positives = tf.transpose(positives)
+    # Negatives of global i: all T(i, j, l') with j != i, flattened to [B, B*L].
+    neg_mask = tf.reshape(1.0 - pos, [batch, -1])
+    negatives = tf.reshape(scores, [batch, -1])
+    negatives = tf.where(
+        neg_mask > 0, negatives, tf.fill(tf.shape(negatives), -math.inf)
+    )
+    # The negatives of global i are shared by all its locations: one
+    # log-sum-exp per row, then log(e^pos + e^neg_lse) per (i, l); no
+    # [B, L, B*L] intermediate.
+    neg_lse = tf.reduce_logsumexp(negatives, axis=1, keepdims=True)  # [B, 1]
+    shift = tf.stop_gradient(tf.maximum(neg_lse, positives))  # [B, L]
+    log_partition = (
+        tf.math.log(tf.exp(positives - shift) + tf.exp(neg_lse - shift)) + shift
+    )
+    log_softmax_positive = positives - log_partition
+    candidates = 1.0 + tf.cast((batch - 1) * locations, tf.float32)
+    return tf.math.log(candidates) + tf.reduce_mean(log_softmax_positive)
+
+
+_BOUNDS = {
+    "jsd": jsd_lower_bound,
+    "dv": dv_lower_bound,
+    "infonce": infonce_lower_bound,
+    "nwj": nwj_lower_bound,
+}
+
+
+def get_estimator(name):
+    """Returns the bound function named ``name`` (one of ``ESTIMATORS``)."""
+    try:
+        return _BOUNDS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}"
+        ) from None
+
+
+def mi_lower_bound(scores, estimator):
+    """The MI lower bound (nats) of ``scores`` under the named estimator."""
+    return get_estimator(estimator)(scores)

@@ -1,0 +1,96 @@
+"""Exporting a trained encoder as a TensorFlow SavedModel, and loading it back.
+
+The exported ``serving_default`` signature takes ``uint8`` images
+``[N, H, W, 3]`` (any N; the scaling to [0, 1] happens inside) and returns a
+dict of float32 features ``local``, ``conv``, ``fc`` and ``y`` with batch norm
+in inference mode.  It can be served by TF Serving or loaded with
+``tf.saved_model.load`` without dim_keras installed.
+"""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+SIGNATURE = "serving_default"
+
+
+def _serving_fn(encoder):
+    def serve(images):
+        x = tf.cast(images, tf.float32) / 255.0
+        features = encoder(x, training=False)
+        return {name: tf.cast(value, tf.float32) for name, value in features.items()}
+    return serve
+
+
+def export_encoder(encoder, path):
+    """Writes ``encoder`` as a SavedModel at ``path`` atomically.
+
+    The SavedModel is written to a temporary sibling directory and renamed
+    into place, so a crash never leaves a half-written export at ``path``.
+    An existing export at ``path`` is replaced.
+    """
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    height, width, channels = encoder.input_shape[1:]
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=_serving_fn(encoder),
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
+    )
+    tmp = tempfile.mkdtemp(prefix=".encoder-", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+class LoadedEncoder:
+    """A reloaded encoder SavedModel: call it on uint8 images, get features.
+
+    ``encoder(images)`` returns a dict of float32 numpy arrays; large inputs are
+    fed in batches of ``batch_size``.
+    """
+
+    def __init__(self, path, batch_size=256):
+        if not os.path.isdir(path) or not tf.saved_model.contains_saved_model(path):
+            raise ValueError(f"no SavedModel encoder at {path}")
+        self.path = path
+        self.batch_size = batch_size
+        self._module = tf.saved_model.load(path)
+        self._serve = self._module.signatures[SIGNATURE]
+        spec = self._serve.structured_input_signature[1]["images"]
+        self.input_shape = tuple(spec.shape[1:])
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise ValueError(f"the encoder takes uint8 images, got {images.dtype}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"the encoder takes images of shape [N, {', '.join(map(str, self.input_shape))}], "
+                f"got {list(images.shape)}")
+        chunks = []
+        for start in range(0, len(images), self.batch_size):
+            batch = tf.constant(images[start:start + self.batch_size])
+            chunks.append({k: v.numpy() for k, v in self._serve(images=batch).items()})
+        if not chunks:
+            chunks.append({k: v.numpy() for k, v in self._serve(
+                images=tf.zeros((0,) + self.input_shape, tf.uint8)).items()})
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def load_encoder(path, batch_size=256):
+    """Loads an encoder exported by :func:`export_encoder`."""
+    return LoadedEncoder(path, batch_size=batch_size)

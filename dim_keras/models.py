@@ -1,0 +1,317 @@
+"""The Deep InfoMax model (DIM section 3, eq. 8) as a Keras model.
+
+Training logic lives only in ``train_step``; estimators are the pure
+functions of :mod:`dim_keras.estimators`, networks are the layers of
+:mod:`dim_keras.critics`, :mod:`dim_keras.encoders` and :mod:`dim_keras.priors`.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from dim_keras import critics as critics_lib
+from dim_keras import estimators as estimators_lib
+from dim_keras import priors as priors_lib
+
+
+def default_optimizer():
+    """Adam, lr 1e-4, betas (0.5, 0.999): the authors' setting (their
+    framework's default beta_1 of 0.5 is easy to miss; App. A.2 gives the lr)."""
+    return keras.optimizers.Adam(learning_rate=1e-4, beta_1=0.5, beta_2=0.999)
+
+
+def _images_of(data):
+    """Images from a batch that may be ``x``, ``(x,)``, ``(x, y)`` or a dict."""
+    if isinstance(data, dict):
+        return data["images"]
+    if isinstance(data, (tuple, list)):
+        return data[0]
+    return data
+
+
+@keras.saving.register_keras_serializable(package="dim_keras")
+class DeepInfoMax(keras.Model):
+    """Deep InfoMax: ``alpha * global MI + beta * local MI - gamma * prior divergence``.
+
+    The full objective of eq. 8, minimised as
+
+        loss = -alpha * I_global(X; E(X))                          (eq. 3/4/5)
+               - beta * mean over M x M locations I(C^(i)(X); E(X)) (eq. 6)
+               + gamma * prior-matching generator loss              (eq. 7)
+
+    with one of the estimators ``jsd`` (eq. 4, the paper's default), ``dv``
+    (eq. 2), ``infonce`` (eq. 5) or ``nwj``.  Defaults are DIM(L): alpha = 0,
+    beta = 1, gamma = 0.1 with the uniform prior and the encode-and-dot
+    critic; DIM(G) is alpha = 1, beta = 0, gamma = 1 (section 4).
+
+    Negatives come from the other images of the batch at every location
+    (section 3.1); the JSD estimator excludes the positives from them (A.3).
+    The prior discriminator (Table 10) is trained by its own optimizer on a
+    stop-gradient copy of Y after the encoder's update in the same step.
+
+    Args:
+        encoder: a ``keras.Model`` mapping images in [0, 1] to a dict with
+            ``local``, ``conv`` and ``y`` (see :mod:`dim_keras.encoders`).
+        alpha, beta, gamma: weights of the global, local and prior terms.
+        estimator: MI estimator for both MI terms.
+        local_critic: ``dot`` (encode-and-dot, Tables 8-9), ``concat``
+            (concat-and-convolve, Table 7), ``bilinear`` or ``separable``.
+        embedding_dim: width of the encode-and-dot embedding (2048 in the paper).
+        prior: ``uniform`` (paper), ``gaussian``, ``unit_ball`` or ``unit_sphere``.
+        prior_gradient_penalty: weight of a gradient penalty on the prior
+            discriminator's real and fake inputs (the authors' code adds one;
+            the paper does not mention it, so it is off by default).
+        local_samples: if set, score only this many randomly chosen locations
+            of the local map per step (the same for every image): the infoNCE
+            score tensor is B x B x L, so this bounds its memory.
+        score_clip: if set, soft-clip scores to ``c * tanh(s / c)`` before the
+            estimator (AMDIM's stabiliser for infoNCE, useful under fp16).
+        seed: seed for prior samples and location subsampling.
+    """
+
+    def __init__(self, encoder, alpha=0.0, beta=1.0, gamma=0.1, estimator="jsd",
+                 local_critic="dot", embedding_dim=2048, prior="uniform",
+                 prior_gradient_penalty=0.0, local_samples=None, score_clip=None,
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        estimators_lib.get_estimator(estimator)  # validates the name
+        if prior not in priors_lib.PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(priors_lib.PRIORS)}")
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if alpha == 0 and beta == 0:
+            raise ValueError("alpha and beta are both 0: no mutual information term to maximise")
+        if local_samples is not None and local_samples < 1:
+            raise ValueError(f"local_samples must be >= 1, got {local_samples}")
+        self.encoder = encoder
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.estimator = estimator
+        self.local_critic_name = local_critic
+        self.embedding_dim = int(embedding_dim)
+        self.prior = prior
+        self.prior_gradient_penalty = float(prior_gradient_penalty)
+        self.local_samples = local_samples
+        self.score_clip = score_clip
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._bound = estimators_lib.get_estimator(estimator)
+
+        shapes = {k: tuple(v.shape) for k, v in encoder.output.items()}
+        self.y_dim = int(shapes["y"][-1])
+        self.global_critic = None
+        self.local_critic = None
+        self.prior_discriminator = None
+        if self.alpha > 0:
+            self.global_critic = critics_lib.GlobalCritic(name="global_critic")
+            self.global_critic.build(shapes["y"], shapes["conv"])
+        if self.beta > 0:
+            self.local_critic = critics_lib.build_critic(local_critic, self.embedding_dim)
+            self.local_critic.build(shapes["y"], shapes["local"])
+        if self.gamma > 0:
+            self.prior_discriminator = priors_lib.PriorDiscriminator(name="prior_discriminator")
+            self.prior_discriminator.build((None, self.y_dim))
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.global_mi_tracker = keras.metrics.Mean(name="global_mi")
+        self.local_mi_tracker = keras.metrics.Mean(name="local_mi")
+        self.prior_loss_tracker = keras.metrics.Mean(name="prior_loss")
+        self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
+        self.discriminator_accuracy_tracker = keras.metrics.Mean(name="discriminator_accuracy")
+        # Every sub-network is built from the encoder's output shapes above.
+        self.built = True
+
+    # ----------------------------------------------------------------- API
+    @property
+    def metrics(self):
+        trackers = [self.loss_tracker]
+        if self.global_critic is not None:
+            trackers.append(self.global_mi_tracker)
+        if self.local_critic is not None:
+            trackers.append(self.local_mi_tracker)
+        if self.prior_discriminator is not None:
+            trackers += [self.prior_loss_tracker, self.discriminator_loss_tracker,
+                         self.discriminator_accuracy_tracker]
+        return trackers
+
+    @property
+    def representation_variables(self):
+        """Variables moved by the MI + prior loss: encoder and MI critics.
+
+        The prior discriminator's variables are not among them."""
+        variables = list(self.encoder.trainable_variables)
+        for critic in (self.global_critic, self.local_critic):
+            if critic is not None:
+                variables += critic.trainable_variables
+        return variables
+
+    def call(self, inputs, training=False):
+        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``)."""
+        return self.encoder(inputs, training=training)
+
+    def compile(self, optimizer=None, discriminator_optimizer=None, **kwargs):
+        """Compiles with one optimizer for encoder + critics (``optimizer``) and
+        one for the prior discriminator (``discriminator_optimizer``); both
+        default to Adam(1e-4, beta_1=0.5).  Accepts optimizer instances,
+        names or configs."""
+        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else default_optimizer()
+        # The main optimizer goes to super().compile; otherwise Keras builds an
+        # unused default optimizer over every variable.
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = None
+        if self.prior_discriminator is not None:
+            d_opt = (keras.optimizers.get(discriminator_optimizer)
+                     if discriminator_optimizer is not None else default_optimizer())
+            if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                    and not isinstance(d_opt, keras.optimizers.LossScaleOptimizer)):
+                d_opt = keras.optimizers.LossScaleOptimizer(d_opt)
+            self.discriminator_optimizer = d_opt
+            # Built inside the strategy scope (MirroredStrategy needs the slot
+            # variables of every optimizer created up front).
+            self.discriminator_optimizer.build(self.prior_discriminator.trainable_variables)
+        self.optimizer.build(self.representation_variables)
+
+    def get_compile_config(self):
+        config = {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+        if getattr(self, "discriminator_optimizer", None) is not None:
+            config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
+                self.discriminator_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(
+            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
+            discriminator_optimizer=(
+                keras.saving.deserialize_keras_object(config["discriminator_optimizer"])
+                if "discriminator_optimizer" in config else None),
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
+            "estimator": self.estimator, "local_critic": self.local_critic_name,
+            "embedding_dim": self.embedding_dim, "prior": self.prior,
+            "prior_gradient_penalty": self.prior_gradient_penalty,
+            "local_samples": self.local_samples, "score_clip": self.score_clip,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+    # --------------------------------------------------------- objective
+    def _scores(self, critic, y, features, training):
+        scores = critic(y, features, training=training)
+        scores = ops.cast(scores, "float32")
+        if self.score_clip:
+            scores = self.score_clip * ops.tanh(scores / self.score_clip)
+        return scores
+
+    def _subsample_locations(self, local):
+        """Keeps ``local_samples`` random locations of a [B, H, W, C] map."""
+        shape = ops.shape(local)
+        flat = ops.reshape(local, (shape[0], -1, shape[3]))
+        n_locations = local.shape[1] * local.shape[2]
+        if self.local_samples is None or self.local_samples >= n_locations:
+            return flat
+        noise = keras.random.uniform((n_locations,), seed=self.seed_generator)
+        keep = ops.argsort(noise)[: self.local_samples]
+        return ops.take(flat, keep, axis=1)
+
+    def mi_terms(self, features, training=False):
+        """The global and local MI bounds (nats) of a forward pass."""
+        y = features["y"]
+        terms = {}
+        if self.global_critic is not None:
+            terms["global_mi"] = self._bound(
+                self._scores(self.global_critic, y, features["conv"], training))
+        if self.local_critic is not None:
+            local = self._subsample_locations(features["local"])
+            terms["local_mi"] = self._bound(
+                self._scores(self.local_critic, y, local, training))
+        return terms
+
+    def _representation_loss(self, features, training):
+        terms = self.mi_terms(features, training)
+        loss = 0.0
+        if "global_mi" in terms:
+            loss -= self.alpha * terms["global_mi"]
+        if "local_mi" in terms:
+            loss -= self.beta * terms["local_mi"]
+        prior_y = None
+        if self.prior_discriminator is not None:
+            prior_y = priors_lib.match_to_prior_space(features["y"], self.prior)
+            fake_logits = self.prior_discriminator(prior_y)
+            terms["prior_loss"] = priors_lib.encoder_prior_loss(fake_logits)
+            loss += self.gamma * terms["prior_loss"]
+        return loss, terms, prior_y
+
+    def _discriminator_loss(self, prior_y):
+        batch = ops.shape(prior_y)[0]
+        real = priors_lib.sample_prior(self.prior, batch, self.y_dim, seed=self.seed_generator)
+        fake = ops.stop_gradient(prior_y)
+        with tf.GradientTape(watch_accessed_variables=False) as penalty_tape:
+            penalty_tape.watch([real, fake])
+            real_logits = self.prior_discriminator(real)
+            fake_logits = self.prior_discriminator(fake)
+        loss = priors_lib.discriminator_loss(real_logits, fake_logits)
+        if self.prior_gradient_penalty > 0:
+            grad_real, grad_fake = penalty_tape.gradient(
+                [real_logits, fake_logits], [real, fake])
+            penalty = (ops.mean(ops.sum(ops.square(grad_real), axis=-1))
+                       + ops.mean(ops.sum(ops.square(grad_fake), axis=-1)))
+            loss += self.prior_gradient_penalty * penalty
+        accuracy = priors_lib.discriminator_accuracy(real_logits, fake_logits)
+        return loss, accuracy
+
+    def _update_trackers(self, loss, terms, d_loss=None, d_accuracy=None):
+        self.loss_tracker.update_state(loss)
+        if "global_mi" in terms:
+            self.global_mi_tracker.update_state(terms["global_mi"])
+        if "local_mi" in terms:
+            self.local_mi_tracker.update_state(terms["local_mi"])
+        if "prior_loss" in terms:
+            self.prior_loss_tracker.update_state(terms["prior_loss"])
+        if d_loss is not None:
+            self.discriminator_loss_tracker.update_state(d_loss)
+            self.discriminator_accuracy_tracker.update_state(d_accuracy)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images = _images_of(data)
+        # Gradients are summed over replicas under tf.distribute: scale the
+        # per-replica mean so the update matches one device on the global batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.representation_variables
+        with tf.GradientTape() as tape:
+            features = self.encoder(images, training=True)
+            loss, terms, prior_y = self._representation_loss(features, training=True)
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+
+        d_loss = d_accuracy = None
+        if self.prior_discriminator is not None:
+            d_variables = self.prior_discriminator.trainable_variables
+            with tf.GradientTape() as d_tape:
+                d_loss, d_accuracy = self._discriminator_loss(prior_y)
+                d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
+            d_grads = d_tape.gradient(d_scaled, d_variables)
+            self.discriminator_optimizer.apply(d_grads, d_variables)
+        return self._update_trackers(loss, terms, d_loss, d_accuracy)
+
+    def test_step(self, data):
+        images = _images_of(data)
+        features = self.encoder(images, training=False)
+        loss, terms, prior_y = self._representation_loss(features, training=False)
+        d_loss = d_accuracy = None
+        if self.prior_discriminator is not None:
+            d_loss, d_accuracy = self._discriminator_loss(prior_y)
+        return self._update_trackers(loss, terms, d_loss, d_accuracy)
