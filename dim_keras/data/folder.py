@@ -1,0 +1,67 @@
+"""An image folder: data_dir/<class>/*.{png,jpg,jpeg,bmp}, one sub-folder per class (names sorted = labels).
+
+Without class sub-folders, images directly in data_dir form an unlabelled set. Every image is resized to one
+size: `image_size` when given, else the size of the first image (in sorted path order). The train/test split is
+a fixed per-class permutation, so it is the same on every run and machine.
+"""
+
+import numpy as np
+
+from dim_keras.data.errors import DataError
+from dim_keras.data.images import IMAGE_EXTENSIONS, as_size, decode_image_files, decode_one, list_image_files
+
+FOLDER_TEST_FRACTION = 0.2
+_SPLIT_SEED = 0
+
+
+def scan_folder(data_dir):
+    """(paths, labels or None, class_names) of every image under data_dir, in sorted order."""
+    if not data_dir.is_dir():
+        raise DataError(f"folder: --data_dir={data_dir} is not a directory")
+    class_dirs = sorted(path for path in data_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
+    paths, labels, class_names = [], [], []
+    for class_dir in class_dirs:
+        files = list_image_files(class_dir, recursive=True)
+        if files:
+            labels += [len(class_names)] * len(files)
+            class_names.append(class_dir.name)
+            paths += files
+    if paths:
+        return paths, np.asarray(labels, np.int64), class_names
+    paths = list_image_files(data_dir)
+    if not paths:
+        raise DataError(
+            f"folder: no images found; put <class>/*{'|'.join(IMAGE_EXTENSIONS)} sub-folders in --data_dir={data_dir}"
+        )
+    return paths, None, []
+
+
+def folder_test_mask(labels, count):
+    """Deterministic per-class split: round(20 %) of each class (by a fixed permutation) goes to test
+    (at least one image overall when there are two or more)."""
+    rng = np.random.default_rng(_SPLIT_SEED)
+    groups = [np.arange(count)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    mask = np.zeros(count, bool)
+    for members in groups:
+        test_count = int(np.floor(len(members) * FOLDER_TEST_FRACTION + 0.5))
+        mask[rng.permutation(members)[:test_count]] = True
+    if count >= 2 and not mask.any():
+        # Too few images per class for rounding to pick any: still hold one out so "test" is never empty.
+        largest = max(groups, key=len)
+        mask[rng.permutation(largest)[0]] = True
+    return mask
+
+
+def load_folder(split, data_dir, image_size=None):
+    """Images uint8 [N, H, W, 3] (common size), labels int64 [N] or None, class names."""
+    paths, labels, class_names = scan_folder(data_dir)
+    size = as_size(image_size)
+    if size is None:
+        size = decode_one(paths[0], what="folder").shape[:2]
+    test = folder_test_mask(labels, len(paths))
+    keep = test if split == "test" else ~test
+    kept_paths = [path for path, kept in zip(paths, keep) if kept]
+    if not kept_paths:
+        raise DataError(f"folder: too few images in {data_dir} for a {split} split ({len(paths)} in all)")
+    images = decode_image_files(kept_paths, size, what="folder")
+    return images, None if labels is None else labels[keep], class_names

@@ -1,0 +1,196 @@
+"""`load_split`: one entry point over the datasets of Deep InfoMax's experiments (Hjelm et al., 2019, Sec. 4).
+
+Every dataset loads from its official on-disk files when data_dir holds them, otherwise (cifar10, cifar100,
+stl10, celeb_a) from a prepared tensorflow-datasets copy; `digits` ships with scikit-learn and needs nothing.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from dim_keras.data import celeba, cifar, digits, folder, stl10, tiny_imagenet
+from dim_keras.data.errors import DataError
+from dim_keras.data.images import fit_image
+from dim_keras.data.tfds_source import class_example, load_tfds_arrays
+
+DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder")
+SPLITS = ("pretrain", "train", "test")
+
+
+@dataclasses.dataclass
+class DataSplit:
+    """One split of a dataset, held as numpy arrays.
+
+    images: uint8 [N, H, W, 3]. labels: int64 [N] class ids, int64 [N, 40] 0/1 attributes (celeb_a), or None
+    (unlabelled, e.g. STL-10 "pretrain"). class_names: names of the classes (or attributes), indexed by label.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    class_names: list
+    name: str
+    split: str = ""
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def label_kind(self):
+        """"class", "attributes" (multi-label 0/1) or None when unlabelled."""
+        if self.labels is None:
+            return None
+        return "attributes" if self.labels.ndim == 2 else "class"
+
+
+_DEFAULTS = {
+    # image_size: side fed to the encoder; loaded_size: side of load_split's images; crops are square sides.
+    "digits": dict(image_size=32, loaded_size=32, num_classes=10, label_kind="class"),
+    "cifar10": dict(image_size=32, loaded_size=32, num_classes=10, label_kind="class"),
+    "cifar100": dict(image_size=32, loaded_size=32, num_classes=100, label_kind="class"),
+    # Sec. 4: "taking random 64 x 64 crops and flipping horizontally during unsupervised learning" (STL-10);
+    # evaluation sees the central 64 x 64 crop so that the encoder's input size does not change.
+    "stl10": dict(
+        image_size=64, loaded_size=96, pretrain_crop=64, pretrain_flip=True, eval_crop=64,
+        num_classes=10, label_kind="class",
+    ),  # fmt: skip
+    "tiny_imagenet": dict(image_size=64, loaded_size=64, num_classes=200, label_kind="class"),
+    "celeb_a": dict(image_size=64, loaded_size=64, num_classes=40, label_kind="attributes"),
+    "folder": dict(image_size=None, loaded_size=None, num_classes=None, label_kind="class"),
+}
+
+
+def dataset_defaults(name):
+    """The paper's per-dataset settings, as a new dict.
+
+    Keys: image_size (side the encoder sees; None for "folder": as loaded), loaded_size (side of load_split's
+    images), pretrain_crop (random square crop for DIM pretraining, or None), pretrain_flip (random horizontal
+    flips in pretraining), eval_crop (center crop for evaluation, or None), num_classes (classes, or 40
+    attributes for celeb_a; None for "folder": len(class_names)), label_kind ("class" or "attributes").
+    """
+    _check_name(name)
+    defaults = dict(pretrain_crop=None, pretrain_flip=False, eval_crop=None)
+    defaults.update(_DEFAULTS[name])
+    return defaults
+
+
+def _check_name(name):
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def _where(data_dir):
+    return f"--data_dir={data_dir}" if data_dir is not None else "a directory passed as --data_dir"
+
+
+def _missing(name, files, data_dir, tfds_name=None):
+    message = f"{name}: no data found; put {files} in {_where(data_dir)}"
+    if tfds_name is not None:
+        message += f", or prepare the tfds '{tfds_name}' dataset"
+        if data_dir is None:
+            message += " (in ~/tensorflow_datasets or $TFDS_DATA_DIR)"
+    return message
+
+
+def load_split(name, split, data_dir=None, *, download=False, image_size=None):
+    """Load split "pretrain", "train" or "test" of dataset `name` (one of DATASETS) as a `DataSplit`.
+
+    "pretrain" is what DIM trains on: for stl10 the 100k unlabelled images plus the labelled train set (labels
+    None), for the others the train split (with its labels). "test" of tiny_imagenet is its labelled val set.
+    `download` is passed to tfds.load (offline it must stay False: tfds then fails at once when data is
+    missing). `image_size` (int or (h, w)) fixes the common size of "folder" images (default: the first's).
+    Raises DataError (one line) for unknown names/splits and missing or corrupt data.
+    """
+    _check_name(name)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} for {name}; choose one of: {', '.join(SPLITS)}")
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        if not data_dir.is_dir():
+            raise DataError(f"{name}: --data_dir={data_dir} does not exist or is not a directory")
+    if image_size is not None and name != "folder":
+        raise DataError(f"{name}: image_size applies only to the 'folder' dataset")
+    loader = _LOADERS[name]
+    images, labels, class_names = loader(split, data_dir, download, image_size)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise AssertionError(f"loader for {name} returned {images.dtype} {images.shape}")  # a bug, not user data
+    return DataSplit(images, labels, list(class_names), name, split)
+
+
+def _load_digits(split, data_dir, download, image_size):
+    return digits.load_digits_split(split)
+
+
+def _cifar_loader(name):
+    def load(split, data_dir, download, image_size):
+        source = cifar.find_cifar_source(name, data_dir)
+        tfds_split = "test" if split == "test" else "train"
+        if source is not None:
+            return cifar.load_cifar(name, tfds_split, source)
+        layout = cifar.CIFAR_LAYOUTS[name]
+        files = f"{layout['folder']}/ or {layout['archive']}"
+        images, labels = load_tfds_arrays(
+            name, tfds_split, data_dir, download, _missing(name, files, data_dir, name), class_example
+        )
+        return images, labels.astype(np.int64), list(layout["class_names"])
+
+    return load
+
+
+def _load_stl10(split, data_dir, download, image_size):
+    folder_path = stl10.find_stl10_folder(data_dir)
+    if folder_path is not None:
+        return stl10.load_stl10(split, folder_path)
+    files = "stl10_binary/ (train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin)"
+    tfds_split = {"pretrain": "unlabelled+train", "train": "train", "test": "test"}[split]
+    images, labels = load_tfds_arrays(
+        "stl10", tfds_split, data_dir, download, _missing("stl10", files, data_dir, "stl10"), class_example
+    )
+    labels = None if split == "pretrain" else labels.astype(np.int64)
+    return images, labels, list(stl10.STL10_CLASS_NAMES)
+
+
+def _load_tiny_imagenet(split, data_dir, download, image_size):
+    folder_path = tiny_imagenet.find_tiny_imagenet_folder(data_dir)
+    if folder_path is None:
+        files = "tiny-imagenet-200/ (wnids.txt, train/, val/; unzip tiny-imagenet-200.zip)"
+        raise DataError(_missing("tiny_imagenet", files, data_dir) + " (tfds has no tiny_imagenet builder)")
+    return tiny_imagenet.load_tiny_imagenet("test" if split == "test" else "train", folder_path)
+
+
+def _celeba_example(example):
+    image = fit_image(example["image"], celeba.CELEBA_SIZE, center_crop=celeba.CELEBA_CROP)
+    attributes = tf.stack([tf.cast(example["attributes"][key], tf.int64) for key in celeba.CELEBA_ATTRIBUTES])
+    return image, attributes
+
+
+def _load_celeba(split, data_dir, download, image_size):
+    found = celeba.find_celeba_files(data_dir)
+    if found is not None:
+        return celeba.load_celeba(split, found)
+    files = "img_align_celeba/ and list_attr_celeba.txt (optionally list_eval_partition.txt)"
+    tfds_split = "test" if split == "test" else "train+validation"
+    images, attributes = load_tfds_arrays(
+        "celeb_a", tfds_split, data_dir, download, _missing("celeb_a", files, data_dir, "celeb_a"), _celeba_example
+    )
+    return images, attributes, list(celeba.CELEBA_ATTRIBUTES)
+
+
+def _load_folder(split, data_dir, download, image_size):
+    if data_dir is None:
+        raise DataError(
+            "folder: no data found; pass --data_dir=DIR where DIR/<class>/ holds .png/.jpg/.jpeg/.bmp images"
+        )
+    return folder.load_folder(split, data_dir, image_size)
+
+
+_LOADERS = {
+    "digits": _load_digits,
+    "cifar10": _cifar_loader("cifar10"),
+    "cifar100": _cifar_loader("cifar100"),
+    "stl10": _load_stl10,
+    "tiny_imagenet": _load_tiny_imagenet,
+    "celeb_a": _load_celeba,
+    "folder": _load_folder,
+}

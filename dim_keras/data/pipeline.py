@@ -1,0 +1,145 @@
+"""`make_dataset`: tf.data input pipelines over uint8 image arrays, with the paper's STL-10 augmentation.
+
+Design:
+- The pipeline runs over *indices*: shuffling permutes indices, and each batch gathers its images at once.
+  Arrays up to `_MAX_IN_GRAPH_BYTES` are gathered in-graph; larger ones (STL-10 unlabelled is 2.7 GB) are
+  gathered by `tf.numpy_function` from the numpy array, because tf.data serialises captured tensors into its
+  graph and a GraphDef cannot exceed 2 GB.
+- Augmentation randomness comes from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)` zipped
+  with the indices: three random integers per element (crop row, crop column, flip). Together with the seeded
+  shuffle this makes every epoch of a pipeline built with the same seed identical across runs, while
+  successive epochs differ from each other.
+- Crops are exact integer windows gathered per element (no interpolation); flips reverse the width axis.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from dim_keras.data.errors import DataError
+from dim_keras.data.images import as_size
+
+# Arrays larger than this are fed through numpy_function rather than captured in the tf.data graph.
+_MAX_IN_GRAPH_BYTES = 256 * 2**20
+# Evaluation batches are cached (cache=True) only while their float32 copy stays below this.
+_MAX_CACHE_BYTES = 2**30
+
+
+def make_dataset(
+    images,
+    labels=None,
+    *,
+    batch_size,
+    training,
+    seed=None,
+    crop_size=None,
+    flip=False,
+    drop_remainder=None,
+    cache=True,
+):
+    """A tf.data.Dataset of float32 images in [0, 1], batched (and (images, labels) tuples when labels given).
+
+    Args:
+      images: uint8 array [N, H, W, C] (numpy or np.memmap; never copied into the graph when large).
+      labels: optional array [N, ...] (int64 class ids or [N, 40] attributes), batched along with the images.
+      batch_size: examples per batch.
+      training: True: reshuffle every epoch, random crops of `crop_size`, random horizontal flips if `flip`
+        (the paper's STL-10 pretraining: 64x64 random crops of the 96x96 images plus flips, Sec. 4).
+        False: dataset order, central crop of `crop_size`, no flips.
+      seed: makes shuffling and augmentation reproducible (same seed -> identical batches in every epoch of
+        a new pipeline); None draws a fresh seed.
+      crop_size: None, an int or (height, width) of the crop.
+      flip: random horizontal flips (training only).
+      drop_remainder: drop a last partial batch; default True when training (DIM's negatives need full
+        batches), False otherwise.
+      cache: keep evaluation batches in memory after the first pass (ignored for training, and for outputs
+        whose float32 size exceeds 1 GiB).
+    """
+    images = _check_images(images)
+    count, height, width, channels = images.shape
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != count:
+            raise DataError(f"{len(labels)} labels for {count} images")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    crop = as_size(crop_size)
+    if crop is not None and (crop[0] > height or crop[1] > width):
+        raise DataError(f"crop_size {crop} is larger than the {height}x{width} images")
+    if drop_remainder is None:
+        drop_remainder = bool(training)
+    if drop_remainder and count < batch_size:
+        raise DataError(f"only {count} images for a batch of {batch_size} (pass a smaller batch_size)")
+    shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
+
+    indices = tf.data.Dataset.range(count)
+    if training:
+        indices = indices.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
+        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(3)
+        elements = tf.data.Dataset.zip(indices, randoms)
+    else:
+        elements = indices.map(lambda index: (index, tf.zeros([3], tf.int64)))
+    elements = elements.batch(batch_size, drop_remainder=drop_remainder)
+
+    gather_images = _image_gatherer(images)
+    labels_tensor = None if labels is None else tf.constant(labels)
+    out_height, out_width = crop if crop is not None else (height, width)
+
+    def load_batch(batch_indices, batch_randoms):
+        batch = gather_images(batch_indices)
+        if crop is not None:
+            batch = _crop(batch, batch_randoms, crop, height, width, random=training)
+        if training and flip:
+            flipped = tf.equal(batch_randoms[:, 2] % 2, 1)
+            batch = tf.where(flipped[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
+        batch = tf.cast(batch, tf.float32) / 255.0
+        batch = tf.ensure_shape(batch, [None, out_height, out_width, channels])
+        if labels_tensor is None:
+            return batch
+        return batch, tf.gather(labels_tensor, batch_indices)
+
+    dataset = elements.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache and not training and count * out_height * out_width * channels * 4 <= _MAX_CACHE_BYTES:
+        dataset = dataset.cache()
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _check_images(images):
+    if not isinstance(images, np.ndarray):
+        images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise DataError(f"images must be a uint8 array [N, H, W, C], got {images.dtype} {images.shape}")
+    if len(images) == 0:
+        raise DataError("no images to make a dataset of")
+    return images
+
+
+def _image_gatherer(images):
+    """index batch [B] -> uint8 images [B, H, W, C], in-graph for small arrays, via numpy for big ones."""
+    if images.nbytes <= _MAX_IN_GRAPH_BYTES:
+        images_tensor = tf.constant(images)
+        return lambda batch_indices: tf.gather(images_tensor, batch_indices)
+
+    def gather_numpy(batch_indices):
+        return np.ascontiguousarray(images[batch_indices])
+
+    def gather(batch_indices):
+        batch = tf.numpy_function(gather_numpy, [batch_indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(batch, [None, *images.shape[1:]])
+
+    return gather
+
+
+def _crop(batch, batch_randoms, crop, height, width, random):
+    """Per-element crop windows gathered exactly: random offsets when `random`, else the central window."""
+    crop_height, crop_width = crop
+    if not random:
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        return batch[:, top : top + crop_height, left : left + crop_width]
+    tops = batch_randoms[:, 0] % (height - crop_height + 1)
+    lefts = batch_randoms[:, 1] % (width - crop_width + 1)
+    rows = tops[:, None] + tf.range(crop_height, dtype=tf.int64)[None, :]
+    columns = lefts[:, None] + tf.range(crop_width, dtype=tf.int64)[None, :]
+    batch = tf.gather(batch, rows, axis=1, batch_dims=1)
+    return tf.gather(batch, columns, axis=2, batch_dims=1)
