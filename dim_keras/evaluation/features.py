@@ -1,0 +1,194 @@
+"""Encode a data set once and keep the features for every measure (DIM section 4.1).
+
+All measures of section 4.1 (SVM, non-linear probe, MS-SSIM, MINE, NDM, nearest
+neighbours) read the features of a *fixed* encoder.  Encoding CIFAR10 with a
+conv encoder is the expensive part, so it is done once into a `FeatureSet`
+that every measure (and a keras-tuner ablation) reuses.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+# The layers the paper evaluates (Tables 1, 2, 4: "conv", "fc", "Y").
+PAPER_LAYERS = ("conv", "fc", "y")
+
+
+def _as_numpy(value):
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def encode(encoder_fn, images_uint8, batch_size=256, names=None, verbose=0):
+    """Encodes ``images_uint8`` batch by batch into flattened float32 features.
+
+    Args:
+        encoder_fn: callable mapping a uint8 batch ``[n, H, W, 3]`` to a dict
+            ``{name: tensor [n, ...]}`` (e.g. ``dim_keras.export.load_encoder``'s
+            result, or ``lambda x: encoder(x / 255)`` for a keras encoder).
+        images_uint8: uint8 array ``[N, H, W, 3]``.
+        batch_size: images per call (memory bound only; results do not depend
+            on it because the encoder runs in inference mode).
+        names: feature names to keep (default: every name the encoder returns).
+            Dropping the big ``local`` map saves memory: 128x8x8 floats per
+            CIFAR image are 1.6 GB for the 50k training images.
+        verbose: 1 shows a ``keras.utils.Progbar``.
+
+    Returns:
+        dict ``name -> float32 array [N, D]`` (each feature flattened).
+    """
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
+        raise ValueError(f"images must be [N, H, W, 3], got shape {images_uint8.shape}")
+    if images_uint8.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, got {images_uint8.dtype}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    count = len(images_uint8)
+    progbar = keras.utils.Progbar(count, unit_name="image") if verbose else None
+    chunks = {}
+    for start in range(0, count, batch_size):
+        outputs = encoder_fn(images_uint8[start:start + batch_size])
+        if not isinstance(outputs, dict):
+            raise ValueError("encoder_fn must return a dict of feature tensors")
+        wanted = outputs.keys() if names is None else names
+        for name in wanted:
+            if name not in outputs:
+                raise ValueError(
+                    f"the encoder has no feature {name!r}; it returns {', '.join(sorted(outputs))}"
+                )
+            value = _as_numpy(outputs[name]).astype(np.float32, copy=False)
+            chunks.setdefault(name, []).append(value.reshape(len(value), -1))
+        if progbar is not None:
+            progbar.update(min(start + batch_size, count))
+    if count == 0:
+        raise ValueError("no images to encode")
+    return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def keras_encoder_fn(encoder, training=False):
+    """Wraps a keras encoder taking float images in [0, 1] as a uint8 ``encoder_fn``."""
+
+    def encoder_fn(images_uint8):
+        return encoder(np.asarray(images_uint8, np.float32) / 255.0, training=training)
+
+    return encoder_fn
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Train/test features of one fixed encoder plus labels (and optionally images).
+
+    Attributes:
+        train, test: dict ``layer -> float32 [N, D]`` (see `encode`).
+        train_labels, test_labels: int labels ``[N]`` (classes) or ``[N, A]``
+            (binary attributes, CelebA), or None when the data set is unlabelled.
+        train_images, test_images: optional uint8 ``[N, H, W, 3]``; needed by the
+            measures that look at pixels (MINE's I(X; Y), the MS-SSIM decoder,
+            the nearest-neighbour figure).
+        class_names: optional names of the classes / attributes.
+    """
+
+    train: dict
+    test: dict
+    train_labels: np.ndarray = None
+    test_labels: np.ndarray = None
+    train_images: np.ndarray = None
+    test_images: np.ndarray = None
+    class_names: tuple = None
+
+    def __post_init__(self):
+        missing = set(self.train) ^ set(self.test)
+        if missing:
+            raise ValueError(f"train and test features differ in layers {sorted(missing)}")
+        for split, features, labels, images in (
+            ("train", self.train, self.train_labels, self.train_images),
+            ("test", self.test, self.test_labels, self.test_images),
+        ):
+            counts = {len(v) for v in features.values()}
+            if labels is not None:
+                counts.add(len(labels))
+            if images is not None:
+                counts.add(len(images))
+            if len(counts) > 1:
+                raise ValueError(f"{split} features, labels and images have different lengths {sorted(counts)}")
+        if (self.train_labels is None) != (self.test_labels is None):
+            raise ValueError("give labels for both splits or for neither")
+        for name in self.train:
+            if self.train[name].shape[1:] != self.test[name].shape[1:]:
+                raise ValueError(f"layer {name!r} has different widths in train and test")
+
+    @property
+    def layers(self):
+        return tuple(self.train)
+
+    @property
+    def has_class_labels(self):
+        return self.train_labels is not None and np.ndim(self.train_labels) == 1
+
+    @property
+    def has_attribute_labels(self):
+        return self.train_labels is not None and np.ndim(self.train_labels) == 2
+
+    @property
+    def has_images(self):
+        return self.train_images is not None and self.test_images is not None
+
+    @classmethod
+    def from_encoder(cls, encoder_fn, train_images, test_images, train_labels=None,
+                     test_labels=None, batch_size=256, names=PAPER_LAYERS,
+                     keep_images=True, class_names=None, verbose=0):
+        """Encodes both splits once (see `encode`)."""
+        train = encode(encoder_fn, train_images, batch_size, names, verbose)
+        test = encode(encoder_fn, test_images, batch_size, names, verbose)
+        return cls(
+            train=train,
+            test=test,
+            train_labels=None if train_labels is None else np.asarray(train_labels),
+            test_labels=None if test_labels is None else np.asarray(test_labels),
+            train_images=np.asarray(train_images) if keep_images else None,
+            test_images=np.asarray(test_images) if keep_images else None,
+            class_names=None if class_names is None else tuple(class_names),
+        )
+
+    def save(self, path):
+        """Writes an ``.npz`` atomically (temporary file, then ``os.replace``)."""
+        arrays = {f"train/{k}": v for k, v in self.train.items()}
+        arrays.update({f"test/{k}": v for k, v in self.test.items()})
+        for key in ("train_labels", "test_labels", "train_images", "test_images"):
+            if getattr(self, key) is not None:
+                arrays[key] = getattr(self, key)
+        if self.class_names is not None:
+            arrays["class_names"] = np.asarray(self.class_names, dtype=str)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        handle, tmp_path = tempfile.mkstemp(suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+            os.replace(tmp_path, path)
+        except BaseException:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            split = lambda prefix: {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(prefix)}
+            optional = lambda key: data[key] if key in files else None
+            class_names = optional("class_names")
+            return cls(
+                train=split("train/"),
+                test=split("test/"),
+                train_labels=optional("train_labels"),
+                test_labels=optional("test_labels"),
+                train_images=optional("train_images"),
+                test_images=optional("test_images"),
+                class_names=None if class_names is None else tuple(str(c) for c in class_names),
+            )

@@ -1,0 +1,124 @@
+"""Results of `dim_keras.evaluation.suite` as Markdown tables and JSON files.
+
+Results are plain JSON-ready dicts::
+
+    {"measures": {measure: {layer: value}}, "layers": [...], ...}
+
+where a value is a float, or a dict with ``mean``/``std`` (several runs, e.g.
+the five SVMs of Table 4) or ``mean``/``min``/``max`` (CelebA attributes,
+Fig. 11), or ``path`` (a figure).
+"""
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+# Row titles, in the order of the paper's tables (Tables 1, 2, 4; Fig. 11).
+MEASURE_TITLES = {
+    "svm": "SVM accuracy (%)",
+    "logistic": "Logistic regression accuracy (%)",
+    "mlp": "Non-linear (200 units) accuracy (%)",
+    "knn": "k-NN accuracy (%)",
+    "attributes": "Attribute accuracy (%), mean (min-max)",
+    "semi_supervised": "Semi-supervised fine-tuning (SS) accuracy (%)",
+    "ms_ssim": "MS-SSIM",
+    "mine": "MINE I(X; Y) (nats)",
+    "ndm": "NDM (nats)",
+    "neighbours": "Nearest neighbours (figure)",
+}
+# Measures whose values are accuracies in [0, 1], shown in percent like the paper.
+ACCURACY_MEASURES = ("svm", "logistic", "mlp", "knn", "attributes", "semi_supervised")
+LAYER_TITLES = {"conv": "conv", "fc": "fc", "y": "Y", "local": "local"}
+
+
+def format_value(measure, value, digits=2):
+    """A table cell: ``63.25 ± 0.86`` for runs, ``75.4 (51.2-93.0)`` for attributes."""
+    if value is None:
+        return "-"
+    scale = 100.0 if measure in ACCURACY_MEASURES else 1.0
+    if isinstance(value, dict):
+        if "path" in value:
+            return f"`{os.path.basename(value['path'])}`"
+        if "min" in value and "max" in value:
+            return (f"{value['mean'] * scale:.{digits}f} "
+                    f"({value['min'] * scale:.{digits}f}-{value['max'] * scale:.{digits}f})")
+        if "std" in value and len(value.get("values", [0, 0])) > 1:
+            return f"{value['mean'] * scale:.{digits}f} ± {value['std'] * scale:.{digits}f}"
+        value = value["mean"]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{float(value) * scale:.{digits}f}"
+
+
+def markdown_table(results, digits=2):
+    """One row per measure, one column per layer (conv, fc, Y), like Table 4."""
+    layers = list(results.get("layers") or [])
+    measures = results["measures"]
+    for per_layer in measures.values():
+        layers += [layer for layer in per_layer if layer not in layers]
+    header = "| Measure | " + " | ".join(LAYER_TITLES.get(l, l) for l in layers) + " |"
+    lines = [header, "|" + "---|" * (len(layers) + 1)]
+    ordered = [m for m in MEASURE_TITLES if m in measures] + [m for m in measures if m not in MEASURE_TITLES]
+    for measure in ordered:
+        cells = [format_value(measure, measures[measure].get(layer), digits) for layer in layers]
+        lines.append(f"| {MEASURE_TITLES.get(measure, measure)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_table(results_by_model, digits=2):
+    """Table 4's shape: one row per model, one column per (measure, layer) found."""
+    columns = []
+    for results in results_by_model.values():
+        for measure in MEASURE_TITLES:
+            for layer in results["measures"].get(measure, {}):
+                if (measure, layer) not in columns and measure != "neighbours":
+                    columns.append((measure, layer))
+    short = {"svm": "SVM", "logistic": "LogReg", "mlp": "MLP", "knn": "k-NN", "attributes": "Attr.",
+             "semi_supervised": "SS", "ms_ssim": "MS-SSIM", "mine": "I(X;Y)", "ndm": "NDM"}
+    titles = [f"{short.get(m, m)} ({LAYER_TITLES.get(l, l)})" for m, l in columns]
+    lines = ["| Model | " + " | ".join(titles) + " |", "|" + "---|" * (len(columns) + 1)]
+    for model, results in results_by_model.items():
+        cells = [format_value(m, results["measures"].get(m, {}).get(l), digits) for m, l in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_text_atomically(path, text):
+    """Writes ``text`` to a temporary file next to ``path``, then ``os.replace``s it.
+
+    Readers never see a half-written file, even if the process dies mid-write.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return path
+
+
+def write_json(results, path):
+    """Writes ``results`` as indented JSON, atomically."""
+    text = json.dumps(results, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+    return write_text_atomically(path, text + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
