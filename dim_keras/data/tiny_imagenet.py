@@ -5,6 +5,8 @@ val/images/*.JPEG with val/val_annotations.txt (file<TAB>wnid<TAB>box...) are th
 as the "test" split (the official test set is unlabelled). Some images are grayscale: they are decoded as RGB.
 """
 
+import numpy as np
+
 from dim_keras.data.errors import DataError
 from dim_keras.data.images import decode_image_files, list_image_files
 
@@ -43,8 +45,6 @@ def _class_names(folder, wnids):
 
 def load_tiny_imagenet(split, folder):
     """Images uint8 [N, 64, 64, 3], labels int64 [N] in 0..199 and class names; split "train" or "test"."""
-    import numpy as np
-
     wnids = [line.strip() for line in _read_lines(folder / "wnids.txt")]
     label_of = {wnid: index for index, wnid in enumerate(wnids)}
     if len(label_of) != len(wnids):
