@@ -1,0 +1,153 @@
+"""The DeepInfoMax model: eq. 8 objective, separate updates, Keras integration."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import dim_keras as dk
+from dim_keras import estimators
+
+
+def tiny_encoder(size=16, y_dim=8):
+    return dk.build_encoder("dcgan", (size, size, 3), y_dim=y_dim,
+                            widths=(8, 16, 16), fc_units=32)
+
+
+def tiny_model(**kwargs):
+    kwargs.setdefault("embedding_dim", 16)
+    return dk.DeepInfoMax(tiny_encoder(), **kwargs)
+
+
+def images(n=8, size=16, seed=0):
+    return np.random.default_rng(seed).random((n, size, size, 3)).astype(np.float32)
+
+
+def _snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _changed(before, variables):
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_prior_discriminator_step_leaves_encoder_unchanged_and_vice_versa():
+    x = images()
+    # Encoder optimizer frozen (lr 0): only the discriminator update can move anything.
+    model = tiny_model(alpha=0.5, beta=1.0, gamma=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.0),
+                  discriminator_optimizer=keras.optimizers.SGD(0.1))
+    enc, disc = model.representation_variables, model.prior_discriminator.trainable_variables
+    assert not {id(v) for v in enc} & {id(v) for v in disc}
+    enc_before, disc_before = _snapshot(enc), _snapshot(disc)
+    model.train_on_batch(x)
+    assert not any(_changed(enc_before, enc))
+    assert all(_changed(disc_before, disc))
+    # Discriminator frozen: the encoder's (MI + prior) update moves the encoder and
+    # critics but never the discriminator, though the prior loss flows through it.
+    model = tiny_model(alpha=0.5, beta=1.0, gamma=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  discriminator_optimizer=keras.optimizers.SGD(0.0))
+    enc, disc = model.representation_variables, model.prior_discriminator.trainable_variables
+    enc_before, disc_before = _snapshot(enc), _snapshot(disc)
+    model.train_on_batch(x)
+    assert not any(_changed(disc_before, disc))
+    assert sum(_changed(enc_before, enc)) >= len(enc) - 2
+
+
+def test_discriminator_sees_stop_gradient_y():
+    model = tiny_model(gamma=1.0)
+    model.compile()
+    x = images()
+    with tf.GradientTape() as tape:
+        features = model.encoder(x, training=True)
+        _, _, prior_y = model._representation_loss(features, training=True)
+        d_loss, _ = model._discriminator_loss(prior_y)
+    grads = tape.gradient(d_loss, model.encoder.trainable_variables)
+    assert all(g is None for g in grads)
+
+
+def test_objective_is_eq8_weighted_sum():
+    model = tiny_model(alpha=0.3, beta=0.7, gamma=0.2, estimator="dv")
+    model.compile()
+    x = images()
+    features = model.encoder(x, training=False)
+    loss, terms, _ = model._representation_loss(features, training=False)
+    expected = -0.3 * terms["global_mi"] - 0.7 * terms["local_mi"] + 0.2 * terms["prior_loss"]
+    assert float(loss) == pytest.approx(float(expected), abs=1e-5)
+    # The local term is the estimator on the full [B, B, M*M] local score tensor.
+    scores = model.local_critic(features["y"], features["local"], training=False)
+    assert scores.shape == (8, 8, 4 * 4)
+    assert float(terms["local_mi"]) == pytest.approx(float(estimators.dv_lower_bound(scores)), abs=1e-5)
+
+
+@pytest.mark.parametrize("estimator", estimators.ESTIMATORS)
+def test_fit_with_xla_reports_every_term(estimator):
+    model = tiny_model(alpha=0.5, beta=1.0, gamma=0.1, estimator=estimator)
+    model.compile(jit_compile=True)
+    history = model.fit(images(32), batch_size=8, epochs=2, verbose=0,
+                        validation_data=(images(16, seed=1),))
+    for name in ("loss", "global_mi", "local_mi", "prior_loss", "discriminator_loss",
+                 "discriminator_accuracy", "val_local_mi"):
+        assert name in history.history, name
+        assert np.all(np.isfinite(history.history[name]))
+
+
+def test_dim_l_defaults_and_validation():
+    model = dk.DeepInfoMax(tiny_encoder())
+    assert (model.alpha, model.beta, model.gamma) == (0.0, 1.0, 0.1)
+    assert model.estimator == "jsd" and model.prior == "uniform" and model.embedding_dim == 2048
+    assert model.global_critic is None
+    opt = dk.default_optimizer()
+    assert float(opt.learning_rate) == pytest.approx(1e-4) and opt.beta_1 == 0.5
+    with pytest.raises(ValueError, match="both 0"):
+        dk.DeepInfoMax(tiny_encoder(), alpha=0, beta=0)
+    with pytest.raises(ValueError, match="unknown estimator"):
+        dk.DeepInfoMax(tiny_encoder(), estimator="kl")
+    with pytest.raises(ValueError, match="unknown prior"):
+        dk.DeepInfoMax(tiny_encoder(), prior="laplace")
+
+
+def test_local_location_subsampling():
+    model = tiny_model(estimator="infonce", local_samples=5)
+    model.compile()
+    features = model.encoder(images(), training=False)
+    assert model._subsample_locations(features["local"]).shape == (8, 5, 16)
+    model.fit(images(16), batch_size=8, epochs=1, verbose=0)
+
+
+def test_mixed_precision_step_is_finite():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model = tiny_model(alpha=0.5, gamma=0.1, estimator="infonce", score_clip=20.0)
+    model.compile()
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    logs = model.train_on_batch(images(), return_dict=True)
+    assert all(np.isfinite(v) for v in logs.values())
+    assert model.encoder.output["local"].dtype == "float16"
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = tiny_model(alpha=0.5, gamma=0.1, estimator="nwj", local_critic="concat")
+    model.compile()
+    model.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    path = tmp_path / "dim.keras"
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(restored, dk.DeepInfoMax)
+    assert restored.get_config()["estimator"] == "nwj"
+    x = images(4, seed=3)
+    np.testing.assert_allclose(restored(x)["y"], model(x)["y"], atol=1e-6)
+    for a, b in zip(restored.weights, model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert restored.compiled
+    assert int(restored.optimizer.iterations) == int(model.optimizer.iterations)
+    restored.fit(images(16), batch_size=8, epochs=1, verbose=0)  # trains on
+
+
+def test_encoder_is_standalone_model():
+    model = tiny_model()
+    encoder = model.encoder
+    assert isinstance(encoder, keras.Model)
+    features = encoder(images(2))
+    assert set(features) == {"local", "conv", "fc", "y"}
+    clone = keras.Model.from_config(encoder.get_config())
+    assert set(clone.output) == {"local", "conv", "fc", "y"}
