@@ -79,7 +79,13 @@ def fine_tune_accuracy(encoder, train_images, train_labels, test_images, test_la
     encoded = encoder(inputs)
     if not isinstance(encoded, dict) or feature not in encoded:
         raise ValueError(f"the encoder must return a dict with a {feature!r} feature")
-    features = keras.layers.Flatten(name="flatten_features")(encoded[feature])
+    if isinstance(getattr(encoder, "output", None), dict):
+        # Functional encoder: keep only the layers up to the feature, so the
+        # unused fc / Y layers are not handed to the optimizer.
+        encoded = keras.Model(encoder.input, encoder.output[feature], name="encoder_trunk")(inputs)
+    else:
+        encoded = encoded[feature]
+    features = keras.layers.Flatten(name="flatten_features")(encoded)
     logits = classifier_head(len(classes), hidden_units, dropout)(features)
     model = keras.Model(inputs, logits, name="semi_supervised")
     train_data = _image_dataset(np.asarray(train_images), train_index.astype(np.int64),
@@ -91,5 +97,5 @@ def fine_tune_accuracy(encoder, train_images, train_labels, test_images, test_la
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     recorder = LastEpochsAccuracy(test_data, test_labels, classes, epochs, last_epochs)
-    model.fit(train_data, epochs=epochs, callbacks=[recorder], verbose=verbose)
+    model.fit(train_data, epochs=epochs, shuffle=False, callbacks=[recorder], verbose=verbose)
     return summarize(recorder.accuracies)
