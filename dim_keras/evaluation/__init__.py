@@ -34,4 +34,5 @@ from dim_keras.evaluation.suite import (
     evaluate_encoder,
     evaluate_representation,
     parse_metrics,
+    resolve_metrics,
 )

@@ -68,30 +68,61 @@ def parse_metrics(text):
     return names
 
 
-def _available(feature_set, encoder_model, neighbours_png):
+def _available(label_kind, has_images, has_encoder_model, has_neighbours_png):
     return {
-        "class_labels": feature_set.has_class_labels,
-        "attribute_labels": feature_set.has_attribute_labels,
-        "images": feature_set.has_images,
-        "encoder_model": encoder_model is not None,
-        "neighbours_png": neighbours_png is not None,
+        "class_labels": label_kind == "class",
+        "attribute_labels": label_kind == "attributes",
+        "images": bool(has_images),
+        "encoder_model": bool(has_encoder_model),
+        "neighbours_png": bool(has_neighbours_png),
     }
 
 
-def applicable_metrics(feature_set, encoder_model=None, neighbours_png=None):
-    """The metrics whose requirements the data meets, in ``METRICS`` order."""
-    available = _available(feature_set, encoder_model, neighbours_png)
-    return [m for m in METRICS if all(available[r] for r in _REQUIREMENTS[m])]
+def _label_kind(feature_set):
+    if feature_set.has_class_labels:
+        return "class"
+    return "attributes" if feature_set.has_attribute_labels else None
 
 
-def _check_requested(metrics, feature_set, encoder_model, neighbours_png, layers, estimator_layer):
-    available = _available(feature_set, encoder_model, neighbours_png)
+def resolve_metrics(metrics=None, *, label_kind=None, has_images=False, has_encoder_model=False,
+                    has_neighbours_png=False):
+    """The metrics to run: ``metrics`` checked, or every metric that applies when None.
+
+    Needs only what the data offers, so an app can check its flags before
+    encoding anything.
+
+    Args:
+        metrics: None, a comma-separated string, or a list of names.
+        label_kind: "class" (labels [N]), "attributes" (labels [N, A]) or None.
+
+    Raises:
+        ValueError (one line): an unknown metric, or one whose needs are not met.
+    """
+    available = _available(label_kind, has_images, has_encoder_model, has_neighbours_png)
+    if metrics is None:
+        return [m for m in METRICS if all(available[r] for r in _REQUIREMENTS[m])]
+    if isinstance(metrics, str):
+        metrics = parse_metrics(metrics)
+    metrics = list(metrics)
     for metric in metrics:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
         for requirement in _REQUIREMENTS[metric]:
             if not available[requirement]:
                 raise ValueError(f"metric {metric!r} needs {_REQUIREMENT_TEXT[requirement]}")
+    if len(set(metrics)) != len(metrics):
+        raise ValueError("a metric is listed twice")
+    return metrics
+
+
+def applicable_metrics(feature_set, encoder_model=None, neighbours_png=None):
+    """The metrics whose requirements the data meets, in ``METRICS`` order."""
+    return resolve_metrics(None, label_kind=_label_kind(feature_set), has_images=feature_set.has_images,
+                           has_encoder_model=encoder_model is not None,
+                           has_neighbours_png=neighbours_png is not None)
+
+
+def _check_layers(metrics, feature_set, layers, estimator_layer):
     for layer in layers:
         if layer not in feature_set.train:
             raise ValueError(f"no layer {layer!r} in the features; they hold {', '.join(feature_set.layers)}")
@@ -166,16 +197,15 @@ def evaluate_representation(feature_set, metrics=None, layers=None, estimator_la
     if layers is None:
         layers = [layer for layer in PAPER_LAYERS if layer in feature_set.train] or list(feature_set.layers)
     layers = list(layers)
-    if metrics is None:
-        metrics = applicable_metrics(feature_set, encoder_model, neighbours_png)
-    elif isinstance(metrics, str):
-        metrics = parse_metrics(metrics)
-    metrics = list(metrics)
+    metrics = resolve_metrics(metrics, label_kind=_label_kind(feature_set),
+                              has_images=feature_set.has_images,
+                              has_encoder_model=encoder_model is not None,
+                              has_neighbours_png=neighbours_png is not None)
     options = dict(options or {})
     unknown_options = set(options) - set(METRICS)
     if unknown_options:
         raise ValueError(f"options for unknown metric {sorted(unknown_options)[0]!r}")
-    _check_requested(metrics, feature_set, encoder_model, neighbours_png, layers, estimator_layer)
+    _check_layers(metrics, feature_set, layers, estimator_layer)
 
     tasks = []
     for metric in metrics:
