@@ -20,7 +20,7 @@ from dim_keras.evaluation import (
     write_json,
 )
 from dim_keras.evaluation import mine, ndm, neighbours, probes, reconstruction, report, suite
-from dim_keras.evaluation.ms_ssim import min_image_side, power_factors
+from dim_keras.evaluation.ms_ssim import MsSsimSettings, min_image_side, power_factors
 from dim_keras.evaluation.semi_supervised import fine_tune_accuracy
 
 
@@ -146,7 +146,7 @@ def test_attribute_accuracies_give_mean_min_max():
 # ---------------------------------------------------------------- MS-SSIM
 
 def test_ms_ssim_settings_fit_the_image_size():
-    assert ms_ssim_settings(161) == ms_ssim.__globals__["MsSsimSettings"](5, 11)
+    assert ms_ssim_settings(161) == MsSsimSettings(5, 11)
     for side in (8, 28, 32, 64, 96, 161):
         settings = ms_ssim_settings(side)
         assert min_image_side(settings.scales, settings.filter_size) <= side

@@ -178,17 +178,20 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path):
+        """Reads a `FeatureSet` written by `save`."""
         with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            split = lambda prefix: {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(prefix)}
-            optional = lambda key: data[key] if key in files else None
-            class_names = optional("class_names")
-            return cls(
-                train=split("train/"),
-                test=split("test/"),
-                train_labels=optional("train_labels"),
-                test_labels=optional("test_labels"),
-                train_images=optional("train_images"),
-                test_images=optional("test_images"),
-                class_names=None if class_names is None else tuple(str(c) for c in class_names),
-            )
+            arrays = {key: data[key] for key in data.files}
+
+        def layers(prefix):
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        class_names = arrays.get("class_names")
+        return cls(
+            train=layers("train/"),
+            test=layers("test/"),
+            train_labels=arrays.get("train_labels"),
+            test_labels=arrays.get("test_labels"),
+            train_images=arrays.get("train_images"),
+            test_images=arrays.get("test_images"),
+            class_names=None if class_names is None else tuple(str(c) for c in class_names),
+        )
