@@ -61,9 +61,18 @@ class ResidualBlock(keras.layers.Layer):
             self.resampling = None
 
     def build(self, input_shape):
-        input_channels = input_shape[-1]
+        # Every sub-layer is built here, not on first call, so that a deserialised block owns its weights
+        # before any data flows (needed by set_weights and .keras loading). Convs and BN need only channels.
+        input_channels = int(input_shape[-1])
+        input_spec, output_spec = (None, None, None, input_channels), (None, None, None, self.filters)
+        if self.use_batch_norm:
+            self.batch_norm_1.build(input_spec)
+            self.batch_norm_2.build(output_spec)
+        self.conv_1.build(input_spec)
+        self.conv_2.build(output_spec)
         if self.resample is not None or input_channels != self.filters:
             self.shortcut_conv = keras.layers.Conv2D(self.filters, 1, name="shortcut_conv")
+            self.shortcut_conv.build(input_spec)
         super().build(input_shape)
 
     def _resample(self, x):

@@ -1,0 +1,298 @@
+"""Tests of dim_keras.generation (App. A.8-A.9 implicit generator, Table 11 baselines) and apps/generate.py.
+
+Known answers only: analytic Fréchet/KID/overlap values, analytic penalties of linear networks, SavedModel
+round-trips, and measured mode coverage on the ring of 8 Gaussians (printed with ``pytest -s``).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dim_keras.generation import (
+    NSGANCP,
+    WGANGP,
+    ImplicitPriorGenerator,
+    ResidualBlock,
+    build_networks,
+    build_scalar_discriminator,
+    jsd_fgan_bound,
+)
+from dim_keras.generation import quality
+from dim_keras.generation.export import export_generator, load_generator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(REPO, "apps", "generate.py")
+
+
+# -- quality measures --------------------------------------------------------------------------------------
+
+def test_frechet_distance_of_identical_sets_is_zero():
+    features = np.random.default_rng(0).standard_normal((500, 16))
+    assert quality.frechet_distance(features, features) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_of_shifted_set_is_squared_shift():
+    features = np.random.default_rng(1).standard_normal((400, 8)) @ np.random.default_rng(2).standard_normal((8, 8))
+    shift = np.arange(8, dtype=np.float64) / 4.0
+    # Equal covariances: the trace term vanishes, leaving ||mu_1 - mu_2||^2.
+    assert quality.frechet_distance(features, features + shift) == pytest.approx(np.sum(shift ** 2), rel=1e-7)
+
+
+def test_frechet_distance_with_different_covariances_is_analytic():
+    features = np.random.default_rng(3).standard_normal((400, 6)) @ np.random.default_rng(4).standard_normal((6, 6))
+    features += 1.5
+    # b = 2a: mean shift mu_a, covariance 4 S, Tr(S + 4S - 2 (4 S^2)^(1/2)) = Tr(S).
+    expected = np.sum(features.mean(axis=0) ** 2) + np.trace(np.cov(features, rowvar=False))
+    assert quality.frechet_distance(features, 2 * features) == pytest.approx(expected, rel=1e-7)
+    # 1-D: (mu_a - mu_b)^2 + (sigma_a - sigma_b)^2 with sample statistics.
+    a, b = features[:, :1], 0.5 * features[:, 1:2] - 3.0
+    expected_1d = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+    assert quality.frechet_distance(a, b) == pytest.approx(expected_1d, rel=1e-7)
+
+
+def test_kernel_distance_is_zero_for_one_distribution_and_analytic_for_a_shift():
+    rng = np.random.default_rng(5)
+    first, second = rng.standard_normal((1000, 16)), rng.standard_normal((1000, 16))
+    same, same_std = quality.kernel_distance(first, second, num_subsets=10, subset_size=500)
+    shifted, _ = quality.kernel_distance(first, second + 0.5, num_subsets=10, subset_size=500)
+    print(f"KID same distribution {same:.5f} +- {same_std:.5f}, shifted by 0.5: {shifted:.5f}")
+    assert abs(same) < 0.02 * shifted
+    # Linear kernel x.y/d + 1: the unbiased MMD^2 estimates ||mu_a - mu_b||^2 / d = 16 * 0.25 / 16.
+    linear, _ = quality.kernel_distance(first, second + 0.5, degree=1, num_subsets=10, subset_size=1000)
+    assert linear == pytest.approx(0.25, abs=0.02)
+
+
+def test_mode_overlap_matches_two_unit_gaussians():
+    rng = np.random.default_rng(6)
+    distance = 2.0
+    overlap = quality.mode_overlap(rng.standard_normal(200_000), distance + rng.standard_normal(200_000))
+    assert overlap["bhattacharyya"] == pytest.approx(math.exp(-distance ** 2 / 8), abs=0.01)
+    assert overlap["overlap"] == pytest.approx(math.erfc(distance / 2 / math.sqrt(2)), abs=0.01)  # 2 Phi(-d/2)
+    assert quality.mode_overlap([0.0, 0.1], [5.0, 5.1])["bhattacharyya"] == 0.0
+
+
+def test_ring_mode_coverage_counts_modes():
+    centers = quality.ring_mode_centers()
+    assert np.allclose(np.linalg.norm(centers, axis=1), 2.0)
+    coverage = quality.ring_mode_coverage(np.repeat(centers, 20, axis=0))
+    assert coverage["covered_modes"] == 8 and coverage["high_quality_fraction"] == 1.0
+    one_mode = quality.ring_mode_coverage(np.repeat(centers[:1], 100, axis=0) + 0.2)  # 0.28 > 3 std away
+    assert one_mode["covered_modes"] == 0 and one_mode["high_quality_fraction"] == 0.0
+    samples = quality.sample_ring_of_gaussians(4000, seed=0)
+    assert quality.ring_mode_coverage(samples)["covered_modes"] == 8
+
+
+# -- networks -----------------------------------------------------------------------------------------------
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        for sublayer in getattr(layer, "_layers", []):
+            yield sublayer
+
+
+@pytest.mark.parametrize("architecture, side", [("dcgan", 32), ("dcgan", 16), ("resnet", 32), ("resnet", 16)])
+def test_networks_shapes_batch_norm_and_config_round_trip(architecture, side):
+    generator, encoder = build_networks(architecture, (side, side, 3), z_dim=8, base_filters=4)
+    z = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    images = generator(z, training=False)
+    assert tuple(images.shape) == (3, side, side, 3)
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+    assert tuple(encoder(images).shape) == (3, 1)
+    # App. A.9: batch norm on the generator, not on the encoder.
+    generator_layers = [type(layer).__name__ for layer in generator.layers]
+    assert "BatchNormalization" in generator_layers or any(
+        isinstance(layer, ResidualBlock) and layer.use_batch_norm for layer in generator.layers)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in _layers(encoder))
+    assert not any(isinstance(layer, ResidualBlock) and layer.use_batch_norm for layer in encoder.layers)
+    clone = keras.Model.from_config(generator.get_config())
+    clone.set_weights(generator.get_weights())
+    np.testing.assert_allclose(clone(z, training=False), images, atol=1e-6)
+
+
+def test_network_builders_reject_bad_shapes():
+    with pytest.raises(ValueError, match="square"):
+        build_networks("dcgan", (32, 16, 3))
+    with pytest.raises(ValueError, match="side 8 to 32"):
+        build_networks("dcgan", (64, 64, 3))
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_networks("vae", (32, 32, 3))
+
+
+# -- models: losses with known values ------------------------------------------------------------------
+
+def _linear(input_dim, weights, name):
+    """x -> x W as a functional model with fixed weights (E(x) = w.x for a vector w)."""
+    weights = np.asarray(weights, np.float32).reshape(input_dim, -1)
+    inputs = keras.Input((input_dim,))
+    layer = keras.layers.Dense(weights.shape[1], use_bias=False, name=name)
+    model = keras.Model(inputs, layer(inputs), name=name)
+    layer.set_weights([weights])
+    return model
+
+
+def test_jsd_fgan_bound_known_values():
+    assert float(jsd_fgan_bound(tf.zeros(5), tf.zeros(7))) == pytest.approx(0.0, abs=1e-7)
+    # Perfect separation: the bound approaches 2 log 2 (twice the JSD of disjoint distributions).
+    assert float(jsd_fgan_bound(tf.fill([4], 30.0), tf.fill([4], -30.0))) == pytest.approx(2 * math.log(2), abs=1e-6)
+
+
+def test_penalties_of_linear_networks_are_analytic():
+    """With E(x) = w.x, ||dE/dx||^2 = ||w||^2 (contractive penalty) and the WGAN-GP penalty is (||w|| - 1)^2.
+    Zero learning rates keep the weights, so the reported metrics are exactly these values."""
+    weights = [3.0, 4.0]  # ||w|| = 5
+    points = quality.sample_ring_of_gaussians(64, seed=0)
+
+    def frozen():
+        return dict(generator_optimizer=keras.optimizers.SGD(0.0), encoder_optimizer=keras.optimizers.SGD(0.0))
+
+    implicit = ImplicitPriorGenerator(
+        _linear(2, [[1.0, 0.5], [0.0, 1.0]], "generator"), _linear(2, weights, "encoder"),
+        build_scalar_discriminator(name="t_p"), build_scalar_discriminator(name="t_q"), z_dim=2, seed=0)
+    implicit.compile(discriminator_optimizer=keras.optimizers.SGD(0.0), **frozen())
+    logs = implicit.fit(points, batch_size=32, epochs=1, verbose=0).history
+    assert logs["contractive_penalty"][-1] == pytest.approx(25.0, rel=1e-5)
+    assert set(logs) == {"discriminator_loss", "encoder_loss", "contractive_penalty", "generator_loss",
+                         "encoded_real_mean", "encoded_fake_mean"}
+
+    nsgan = NSGANCP(_linear(2, [[1.0, 0.5], [0.0, 1.0]], "generator"), _linear(2, weights, "encoder"), z_dim=2, seed=0)
+    nsgan.compile(**frozen())
+    assert nsgan.fit(points, batch_size=32, verbose=0).history["contractive_penalty"][-1] == pytest.approx(25.0)
+
+    wgan = WGANGP(_linear(2, [[1.0, 0.5], [0.0, 1.0]], "generator"), _linear(2, weights, "encoder"), z_dim=2, seed=0)
+    wgan.compile(**frozen())
+    assert wgan.fit(points, batch_size=32, verbose=0).history["gradient_penalty"][-1] == pytest.approx(16.0, rel=1e-5)
+
+
+def test_generator_loss_is_eq_15():
+    """G(z) = 0 and E(x) = w.x + b give E(G(z)) = b, so the generator loss is (b - mu_P)^2."""
+    z_input = keras.Input((2,))
+    generator = keras.Model(z_input, keras.layers.Dense(2, kernel_initializer="zeros", use_bias=False)(z_input))
+    inputs = keras.Input((2,))
+    bias_layer = keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(-0.5))
+    encoder = keras.Model(inputs, bias_layer(inputs))
+    model = ImplicitPriorGenerator(generator, encoder, build_scalar_discriminator(name="t_p"),
+                                   build_scalar_discriminator(name="t_q"), mu_p=2.0, mu_q=-2.0, seed=0)
+    model.compile(generator_optimizer=keras.optimizers.SGD(0.0), encoder_optimizer=keras.optimizers.SGD(0.0),
+                  discriminator_optimizer="adam")
+    logs = model.fit(np.ones((16, 2), np.float32), batch_size=16, verbose=0).history
+    assert logs["generator_loss"][-1] == pytest.approx((-0.5 - 2.0) ** 2)
+
+
+def test_model_config_round_trip():
+    generator, encoder = build_networks("mlp", (2,), z_dim=3, base_filters=8)
+    model = ImplicitPriorGenerator(generator, encoder, build_scalar_discriminator(name="t_p"),
+                                   build_scalar_discriminator(name="t_q"), mu_p=0.5, mu_q=-1.5,
+                                   contractive_penalty_weight=0.3, encoder_steps=2, seed=7)
+    clone = ImplicitPriorGenerator.from_config(model.get_config())
+    assert (clone.mu_p, clone.mu_q, clone.contractive_penalty_weight, clone.encoder_steps, clone.z_dim) == (
+        0.5, -1.5, 0.3, 2, 3)
+    assert clone.generator.count_params() == generator.count_params()
+    with pytest.raises(ValueError, match="differ"):
+        ImplicitPriorGenerator(generator, encoder, build_scalar_discriminator(), build_scalar_discriminator(),
+                               mu_p=1.0, mu_q=1.0)
+
+
+# -- the implicit generator covers the ring of 8 Gaussians ---------------------------------------------
+
+def test_implicit_generator_covers_ring_of_eight_gaussians():
+    """A short CPU run (500 generator updates, batch 128) of App. A.8 on the 2-D ring: >= 6 of 8 modes."""
+    keras.utils.set_random_seed(0)
+    data = quality.sample_ring_of_gaussians(500 * 128, std=0.05, seed=0)
+    generator, encoder = build_networks("mlp", (2,), z_dim=2, base_filters=128)
+    model = ImplicitPriorGenerator(generator, encoder, build_scalar_discriminator(name="t_p"),
+                                   build_scalar_discriminator(name="t_q"), mu_p=1.0, mu_q=-1.0,
+                                   contractive_penalty_weight=0.01, seed=0)
+    adam = lambda **clip: keras.optimizers.Adam(2e-3, beta_1=0.5, **clip)  # noqa: E731
+    model.compile(generator_optimizer=adam(), encoder_optimizer=adam(), discriminator_optimizer=adam(clipnorm=1.0),
+                  jit_compile=True, steps_per_execution=25)
+    before = quality.ring_mode_coverage(model.generate(2500), std=0.05)
+    model.fit(data, batch_size=128, epochs=1, verbose=0)
+    after = quality.ring_mode_coverage(model.generate(2500), std=0.05)
+    print(f"ring of 8 Gaussians: modes covered {before['covered_modes']} -> {after['covered_modes']}, "
+          f"samples within 3 std {after['high_quality_fraction']:.3f}, per mode {after['counts']}")
+    assert after["covered_modes"] >= 6
+
+
+# -- export ---------------------------------------------------------------------------------------------
+
+def test_generator_savedmodel_round_trip(tmp_path):
+    generator, _ = build_networks("dcgan", (16, 16, 3), z_dim=5, base_filters=4)
+    path = export_generator(generator, str(tmp_path / "generator"))
+    loaded = load_generator(path)
+    z = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    images = loaded(z)
+    assert images.dtype == np.uint8 and images.shape == (4, 16, 16, 3)
+    expected = np.round(np.clip(generator(z, training=False).numpy(), 0, 1) * 255)
+    assert np.max(np.abs(images.astype(np.int32) - expected)) <= 1
+    assert loaded.sample(3, seed=0).shape == (3, 16, 16, 3)
+    raw = tf.saved_model.load(path).signatures["serving_default"](z=tf.constant(z[:2]))
+    assert raw["images"].dtype == tf.uint8
+    with pytest.raises(ValueError, match=r"\[N, 5\]"):
+        loaded(np.zeros((2, 4), np.float32))
+
+    points, _ = build_networks("mlp", (2,), z_dim=2, base_filters=8)
+    samples = load_generator(export_generator(points, str(tmp_path / "points")))(z[:, :2])
+    np.testing.assert_allclose(samples, points(z[:, :2]).numpy(), atol=1e-5)
+
+
+# -- the app --------------------------------------------------------------------------------------------
+
+def _run_app(*arguments, timeout=600):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, APP, *arguments], capture_output=True, text=True, timeout=timeout,
+                          env=environment, cwd=REPO)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--epochs=0"], "--epochs"),
+    (["--model=vae"], "--model"),
+    (["--mu_p=1", "--mu_q=1"], "differ"),
+    (["--dataset=no_such_dataset", "--output_dir=unused"], "no_such_dataset"),
+])
+def test_app_rejects_bad_input_with_one_line_and_exit_code_2(arguments, message):
+    result = _run_app(*arguments)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("generate.py: error:") and message in last_line
+
+
+def test_app_help():
+    result = _run_app("--help")
+    assert "--architecture" in result.stdout and "--feature_encoder" in result.stdout
+
+
+@pytest.mark.slow
+def test_app_trains_on_digits_and_exports(tmp_path):
+    """A short digits run: sample grids, histograms, per-epoch distances in metrics.json, a generator SavedModel.
+    Whether the distance falls in so short a run is measured and printed, not asserted."""
+    output_dir = tmp_path / "run"
+    result = _run_app("--dataset=digits", "--model=implicit", "--architecture=dcgan", "--epochs=3",
+                      "--steps_per_epoch=40", "--batch_size=32", "--z_dim=32", "--base_filters=16",
+                      "--learning_rate=5e-4", "--num_eval_samples=300", "--verbose=0",
+                      f"--output_dir={output_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for epoch in range(4):
+        assert (output_dir / "samples" / f"epoch_{epoch:03d}.png").is_file()
+        assert (output_dir / "histograms" / f"epoch_{epoch:03d}.png").is_file()
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    distances = [record["frechet_distance"] for record in metrics["epochs"]]
+    kids = [record["kernel_distance"] for record in metrics["epochs"]]
+    print(f"digits Frechet distance per epoch {np.round(distances, 4).tolist()}, KID {np.round(kids, 5).tolist()}")
+    assert [record["epoch"] for record in metrics["epochs"]] == [0, 1, 2, 3]
+    assert all(np.isfinite(distances)) and all(np.isfinite(kids))
+    assert "generator_loss" in metrics["epochs"][-1]
+    loaded = load_generator(str(output_dir / "generator"))
+    images = loaded.sample(5, seed=0)
+    assert images.dtype == np.uint8 and images.shape == (5, 32, 32, 3)
+    assert any((output_dir / "tensorboard").rglob("events.out.tfevents*"))
