@@ -86,10 +86,14 @@ def _load_encoder(path):
     import numpy as np
 
     if path.endswith(".keras"):
+        import dim_keras.models  # noqa: F401  registers DeepInfoMax and its critics for loading
+
         try:
             model = keras.saving.load_model(path)
         except Exception as error:  # a corrupt or foreign file is a user mistake here
             raise UsageError(f"--encoder={path}: cannot load the keras model ({type(error).__name__})") from None
+        # A whole DeepInfoMax model (train.py's model.keras) carries its encoder.
+        model = getattr(model, "encoder", None) or model
 
         def encoder_fn(images):
             return model(np.asarray(images, np.float32) / 255.0, training=False)
