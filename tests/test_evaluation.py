@@ -274,10 +274,10 @@ def test_ndm_is_zero_for_independent_factors_and_near_total_correlation_otherwis
     correlation = np.full((dims, dims), rho) + (1 - rho) * np.eye(dims)
     analytic = ndm.gaussian_total_correlation(correlation)  # 1.13 nats
     settings = dict(epochs=10, batch_size=128, learning_rate=3e-3, hidden_units=(64, 64))
-    independent = rng.standard_normal((2560, dims)).astype(np.float32)
-    correlated = rng.multivariate_normal(np.zeros(dims), correlation, size=2560).astype(np.float32)
-    low = ndm.neural_dependency_measure(independent[:1536], independent[1536:], **settings)
-    high = ndm.neural_dependency_measure(correlated[:1536], correlated[1536:], **settings)
+    independent = rng.standard_normal((4096, dims)).astype(np.float32)
+    correlated = rng.multivariate_normal(np.zeros(dims), correlation, size=4096).astype(np.float32)
+    low = ndm.neural_dependency_measure(independent[:2048], independent[2048:], **settings)
+    high = ndm.neural_dependency_measure(correlated[:2048], correlated[2048:], **settings)
     assert ndm.gaussian_total_correlation(np.eye(dims)) == 0.0
     assert abs(low) < 0.05
     assert abs(high - analytic) <= 0.2 * analytic, (high, analytic)
