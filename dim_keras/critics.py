@@ -15,7 +15,7 @@ broadcasting a sum.
 import keras
 from keras import layers, ops
 
-CRITICS = ("dot", "concat", "bilinear", "separable")
+from dim_keras.choices import CRITICS  # noqa: F401
 
 
 def _flatten_locations(local_features):

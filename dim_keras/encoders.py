@@ -15,7 +15,7 @@ Every builder returns a functional ``keras.Model`` that maps float images in
 import keras
 from keras import layers
 
-ENCODERS = ("auto", "small", "dcgan", "alexnet")
+from dim_keras.choices import ENCODERS
 
 
 def _bn(synchronized, name):

@@ -26,7 +26,7 @@ import math
 
 import tensorflow as tf
 
-ESTIMATORS = ("jsd", "dv", "infonce", "nwj")
+from dim_keras.choices import ESTIMATORS
 
 _LOG2 = math.log(2.0)
 # exp(80) ~ 5.5e34 is still a finite float32; NWJ's e^{T-1} term is clamped

@@ -16,7 +16,7 @@ the encoder's loss (their issues #31, #39).
 import keras
 from keras import layers, ops
 
-PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
+from dim_keras.choices import PRIORS
 
 
 def match_to_prior_space(y, prior):

@@ -15,7 +15,7 @@ from dim_keras.data.errors import DataError
 from dim_keras.data.images import fit_image
 from dim_keras.data.tfds_source import class_example, load_tfds_arrays
 
-DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder")
+from dim_keras.choices import DATASETS
 SPLITS = ("pretrain", "train", "test")
 
 

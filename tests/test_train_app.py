@@ -1,0 +1,122 @@
+"""apps/train.py end to end: bad input, SIGKILL + resume, export, probe."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from official_formats import write_cifar10, write_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = [sys.executable, os.path.join(ROOT, "apps", "train.py")]
+QUICK = ["--embedding_dim=32", "--y_dim=16", "--batch_size=16", "--steps_per_epoch=2",
+         "--nojit_compile", "--verbose=2", "--probe_max_train=300"]
+
+
+def run(args, timeout=600):
+    return subprocess.run(TRAIN + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def assert_usage_error(result, *fragments):
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: "), last
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--dataset=imagenet"], "unknown dataset"),
+    (["--estimator=kl"], "unknown estimator"),
+    (["--local_critic=mlp"], "unknown local critic"),
+    (["--batch_size=0"], "batch size"),
+    (["--batch_size=-3"], "batch size"),
+    (["--epochs=0"], "epochs"),
+    (["--alpha=0", "--beta=0"], "both 0"),
+    (["--learning_rate=nan"], "learning rate"),
+    (["--learning_rate=inf"], "learning rate"),
+    (["--epochs=two"], "--epochs"),
+    (["--data_dir=/nonexistent/dim"], "does not exist"),
+    (["--resume"], "--output_dir"),
+    (["positional"], "unexpected"),
+])
+def test_bad_flags_exit_2_with_one_line(args, fragment):
+    assert_usage_error(run(args), fragment)
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run(QUICK + ["--epochs=1", f"--output_dir={blocker}/run"])
+    assert_usage_error(result, "cannot create output dir")
+
+
+def test_missing_and_corrupt_data(tmp_path):
+    result = run(["--dataset=cifar10", f"--data_dir={tmp_path}", f"--output_dir={tmp_path}/out"])
+    assert_usage_error(result, "cifar-10-batches-py")
+    assert not (tmp_path / "out").exists()
+    write_cifar10(str(tmp_path), n_per_batch=4, rng=np.random.default_rng(0))
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:100])  # truncated
+    result = run(["--dataset=cifar10", f"--data_dir={tmp_path}", f"--output_dir={tmp_path}/out"])
+    assert_usage_error(result, "truncated")
+
+
+def test_image_size_the_encoder_cannot_take(tmp_path):
+    write_folder(str(tmp_path / "images"), np.random.default_rng(0), n_per_class=10, size=(12, 12))
+    out = tmp_path / "out"
+    result = run(QUICK + ["--dataset=folder", f"--data_dir={tmp_path / 'images'}",
+                          "--encoder=alexnet", "--batch_size=4", f"--output_dir={out}"])
+    assert_usage_error(result, "alexnet")
+    assert not (out / "encoder").exists()
+
+
+def _wait_for_checkpoint(out, proc, epochs, limit=400):
+    start = time.time()
+    while time.time() - start < limit:
+        metrics = out / "metrics.json"
+        if metrics.exists():
+            try:
+                done = len(json.loads(metrics.read_text()))
+            except ValueError:
+                done = 0
+            if done >= epochs:
+                return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended early: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def test_sigkill_then_resume_completes_without_starting_over(tmp_path):
+    out = tmp_path / "run"
+    args = QUICK + ["--epochs=6", f"--output_dir={out}", "--seed=3"]
+    proc = subprocess.Popen(TRAIN + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        _wait_for_checkpoint(out, proc, epochs=2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "encoder").exists()
+    done_before = len(json.loads((out / "metrics.json").read_text()))
+    result = run(args + ["--resume"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed_after = int(result.stdout.split("resuming")[1].split("after epoch")[1].split()[0])
+    assert resumed_after >= done_before - 1 >= 1  # at most one epoch lost
+    epochs = [r["epoch"] for r in json.loads((out / "metrics.json").read_text())]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+    # Export and probe.
+    assert (out / "encoder" / "saved_model.pb").exists()
+    assert (out / "model.keras").exists()
+    probe = json.loads((out / "probe.json").read_text())
+    assert set(probe) == {"y", "fc", "conv"} and all(0 <= v <= 1 for v in probe.values())
+    assert "| y |" in result.stdout
+    assert any(name.startswith("events") for name in os.listdir(out / "logs" / "train"))
+    # A finished run refuses to be overwritten without --resume.
+    assert_usage_error(run(args), "--resume")
