@@ -41,6 +41,8 @@ ESTIMATORS = ("jsd", "dv", "infonce", "nwj")
 CRITICS = ("dot", "concat", "bilinear", "separable")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+# apps/train.py spells the same policies off/float16/bfloat16: both spellings are accepted.
+PRECISION_ALIASES = {"off": "none", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 CIFAR10_TRAIN_IMAGES = 50000
 
 FLAGS = flags.FLAGS
@@ -54,8 +56,9 @@ flags.DEFINE_integer("batch_size", 64, "Images per training step.", lower_bound=
 flags.DEFINE_integer("steps", 20, "Timed training steps.", lower_bound=1)
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, XLA compilation, allocator warm-up).",
                      lower_bound=1)
-flags.DEFINE_enum("mixed_precision", "none", PRECISIONS,
-                  "Keras dtype policy: none (float32), mixed_float16 or mixed_bfloat16 (GPU; slower on this CPU).")
+flags.DEFINE_enum("mixed_precision", "none", PRECISIONS + tuple(PRECISION_ALIASES),
+                  "Keras dtype policy: none (float32), mixed_float16 or mixed_bfloat16 (also spelled off, float16, "
+                  "bfloat16 as in apps/train.py). GPU only: both are slower on a CPU without AVX-512/AMX.")
 flags.DEFINE_boolean("jit_compile", True,
                      "Compile the train step with XLA (Keras' 'auto' would turn XLA off on CPU).")
 flags.DEFINE_integer("steps_per_execution", 1,
@@ -160,7 +163,9 @@ def config_from_flags():
     names = ("estimator", "local_critic", "encoder", "image_size", "batch_size", "steps", "warmup",
              "mixed_precision", "jit_compile", "steps_per_execution", "embedding_dim", "alpha", "beta", "gamma",
              "prior_gradient_penalty", "local_samples", "threads", "seed")
-    return {name: FLAGS[name].value for name in names}
+    config = {name: FLAGS[name].value for name in names}
+    config["mixed_precision"] = PRECISION_ALIASES.get(config["mixed_precision"], config["mixed_precision"])
+    return config
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -387,9 +392,11 @@ def benchmark_training(config):
 
 
 def _cpu_time_fields(cpu_step_s, batch, threads, training_flops):
-    """CPU-seconds per step (all threads of this process): unlike wall time, nearly independent of
-    other processes competing for the cores.  ``images_per_s_idle_estimate`` assumes the step's work
-    spreads over ``threads`` cores as it would on an idle machine (an upper bound)."""
+    """CPU-seconds per step (all threads of this process), far less sensitive than wall time to other
+    processes competing for the cores.  ``images_per_s_idle_estimate`` = batch * threads / CPU-seconds
+    per step: what the step would reach with every core to itself.  Under contention CPU time per step
+    grows too (cache sharing, spinning worker threads), so the estimate errs low, never high: on this
+    2-core machine 2.2 CPU-s/step idle vs 3.1 at load average 6."""
     cpu_median = statistics.median(cpu_step_s)
     return {
         "cpu_ms_per_step_median": 1e3 * cpu_median,
@@ -532,8 +539,8 @@ def torch_available():
     return importlib.util.find_spec("torch") is not None
 
 
-def benchmark_torch(config):
-    """Runs apps/torch_reference.py with the same settings in a subprocess; returns its JSON dict."""
+def check_torch_config(config):
+    """--compare_torch needs a configuration that apps/torch_reference.py reproduces."""
     if config["local_critic"] != "dot" or config["estimator"] not in ("jsd", "infonce"):
         raise UsageError("--compare_torch reproduces the authors' DIM(L) step: it needs --local_critic=dot and "
                          "--estimator=jsd or infonce")
@@ -542,6 +549,11 @@ def benchmark_torch(config):
     if config["encoder"] not in ("auto", "dcgan") or config["image_size"] < 16 or config["image_size"] % 8:
         raise UsageError("--compare_torch uses the authors' CIFAR encoder: --encoder=dcgan/auto and an image size "
                          "that is a multiple of 8 (32 in the paper)")
+
+
+def benchmark_torch(config):
+    """Runs apps/torch_reference.py with the same settings in a subprocess; returns its JSON dict."""
+    check_torch_config(config)
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
     command = [sys.executable, script, "--json", f"--estimator={config['estimator']}",
                f"--batch_size={config['batch_size']}", f"--image_size={config['image_size']}",
@@ -665,6 +677,8 @@ def main(argv):
         if FLAGS.compare_torch and (FLAGS.sweep or FLAGS.data_pipeline or FLAGS.matmul_peak):
             raise UsageError("--compare_torch goes with a single training benchmark, not with another mode")
         config = config_from_flags()
+        if FLAGS.compare_torch:
+            check_torch_config(config)  # before minutes of TF benchmarking, not after
         if FLAGS.sweep:
             rows = run_sweep()
             print(sweep_table(rows))

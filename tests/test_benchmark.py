@@ -61,9 +61,19 @@ def test_sweep_prints_a_markdown_table():
     assert float(cells[header.index("images/s")]) > 0
 
 
+def test_data_pipeline_json():
+    completed = _run("--data_pipeline", "--image_size=16", "--batch_size=8", "--steps=3", "--warmup=1", "--json")
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["mode"] == "data_pipeline" and result["images_per_s"] > 0
+    assert result["config"]["image_size"] == 16 and result["config"]["source_image_size"] == 18
+
+
 @pytest.mark.parametrize("args", [["--batch_size=1"], ["--estimator=mine"], ["--sweep_critics=nope", "--sweep"],
-                                  ["--mixed_precision=fp8"], ["--sweep", "--data_pipeline"]])
+                                  ["--mixed_precision=fp8"], ["--sweep", "--data_pipeline"],
+                                  ["--compare_torch", "--local_critic=bilinear"], ["--steps=2", "extra"]])
 def test_bad_flags_exit_2_with_one_line(args):
+    """Rejected before TensorFlow is imported: nothing but the one message on stderr."""
     completed = _run(*args, timeout=60)
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
