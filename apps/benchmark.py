@@ -294,9 +294,12 @@ def build_model(config):
 
 
 def _random_images(tf, count, size, seed):
-    """Random uint8 images as float32 in [0, 1] (like the data pipeline's output)."""
-    pixels = tf.random.stateless_uniform([count, size, size, 3], seed=[seed, 0], maxval=256, dtype=tf.int32)
-    return tf.cast(pixels, tf.float32) / 255.0
+    """Random uint8 images as float32 in [0, 1] (like the data pipeline's output), in host memory
+    where tf.data runs."""
+    with tf.device("/CPU:0"):
+        pixels = tf.random.stateless_uniform([count, size, size, 3], seed=[seed, 0], maxval=256,
+                                             dtype=tf.int32)
+        return tf.cast(pixels, tf.float32) / 255.0
 
 
 def benchmark_training(config):
