@@ -158,6 +158,16 @@ def image_grid(images, side=GRID_SIDE, padding=2):
     return grid
 
 
+def _apply(network, inputs, batch_size=256):
+    """Runs a Keras network in inference mode over ``inputs`` in batches (plain calls: ``predict`` would trace a
+    new function for every network and batch shape)."""
+    import numpy as np
+
+    outputs = [network(inputs[start:start + batch_size], training=False).numpy()
+               for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(outputs, axis=0)
+
+
 def _to_uint8(images):
     import numpy as np
 
@@ -226,15 +236,14 @@ def make_quality_callback(model, real_images, feature_extractor, feature_descrip
 
     class QualityCallback(keras.callbacks.Callback):
         def _evaluate(self, epoch, logs):
-            generated = _to_uint8(model.generator.predict(fixed_z, batch_size=256, verbose=0))
+            generated = _to_uint8(_apply(model.generator, fixed_z))
             _save_png(os.path.join(output_dir, "samples", f"epoch_{epoch:03d}.png"),
                       image_grid(generated[:GRID_SIDE * GRID_SIDE]))
             fake_features = quality.compute_features(feature_extractor, generated)
             frechet = quality.frechet_distance(real_features, fake_features)
             kid_mean, kid_std = quality.kernel_distance(real_features, fake_features, subset_size=500)
-            encoded_real = model.encoder.predict(real_float, batch_size=256, verbose=0).reshape(-1)
-            encoded_fake = model.encoder.predict(generated.astype(np.float32) / 255.0, batch_size=256,
-                                                 verbose=0).reshape(-1)
+            encoded_real = _apply(model.encoder, real_float).reshape(-1)
+            encoded_fake = _apply(model.encoder, generated.astype(np.float32) / 255.0).reshape(-1)
             overlap = quality.mode_overlap(encoded_real, encoded_fake)
             _save_histogram(os.path.join(output_dir, "histograms", f"epoch_{epoch:03d}.png"),
                             encoded_real, encoded_fake, epoch, targets)

@@ -29,6 +29,8 @@ from dim_keras.generation.export import export_generator, load_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, "apps", "generate.py")
+
+
 # -- quality measures --------------------------------------------------------------------------------------
 
 def test_frechet_distance_of_identical_sets_is_zero():
@@ -279,12 +281,15 @@ def test_app_help():
 
 @pytest.mark.slow
 def test_app_trains_on_digits_and_exports(tmp_path):
-    """A short digits run: sample grids, histograms, per-epoch distances in metrics.json, a generator SavedModel.
-    Whether the distance falls in so short a run is measured and printed, not asserted."""
+    """A short digits run (120 generator updates, no XLA: its compile time would dominate): sample grids,
+    histograms, per-epoch distances in metrics.json and TensorBoard, a generator SavedModel.
+
+    Measured here: Fréchet distance 4.66 (untrained G, epoch 0) -> 3.07, 1.86, 0.55; the fall from the untrained
+    generator's near-constant grey images is large, so only last < first is asserted (not monotonicity)."""
     output_dir = tmp_path / "run"
     result = _run_app("--dataset=digits", "--model=implicit", "--architecture=dcgan", "--epochs=3",
                       "--steps_per_epoch=40", "--batch_size=32", "--z_dim=32", "--base_filters=16",
-                      "--learning_rate=5e-4", "--num_eval_samples=300", "--verbose=0",
+                      "--learning_rate=5e-4", "--num_eval_samples=300", "--verbose=0", "--nojit_compile",
                       f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     for epoch in range(4):
@@ -296,6 +301,7 @@ def test_app_trains_on_digits_and_exports(tmp_path):
     print(f"digits Frechet distance per epoch {np.round(distances, 4).tolist()}, KID {np.round(kids, 5).tolist()}")
     assert [record["epoch"] for record in metrics["epochs"]] == [0, 1, 2, 3]
     assert all(np.isfinite(distances)) and all(np.isfinite(kids))
+    assert distances[-1] < distances[0]
     assert "generator_loss" in metrics["epochs"][-1]
     loaded = load_generator(str(output_dir / "generator"))
     images = loaded.sample(5, seed=0)

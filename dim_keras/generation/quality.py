@@ -218,7 +218,7 @@ def compute_features(extractor, images, batch_size=256):
     batches = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
-        outputs = extractor.predict_on_batch(batch) if is_keras_model else extractor(batch)
+        outputs = extractor(batch, training=False) if is_keras_model else extractor(batch)
         outputs = np.asarray(outputs, dtype=np.float64)
         batches.append(outputs.reshape(outputs.shape[0], -1))
     return np.concatenate(batches, axis=0)
