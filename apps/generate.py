@@ -298,6 +298,7 @@ def train():
     if FLAGS.feature_encoder is not None:
         try:
             feature_extractor = quality.encoder_feature_extractor(FLAGS.feature_encoder, FLAGS.feature_name)
+            feature_extractor(split.images[:2])  # fails here, not mid-training, on a shape or output mismatch
         except (OSError, ValueError) as error:
             raise UsageError(f"--feature_encoder={FLAGS.feature_encoder}: {error}") from None
         feature_description = f"DIM encoder {FLAGS.feature_encoder} ({FLAGS.feature_name})"

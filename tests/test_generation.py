@@ -89,6 +89,21 @@ def test_ring_mode_coverage_counts_modes():
     assert quality.ring_mode_coverage(samples)["covered_modes"] == 8
 
 
+def test_encoder_feature_extractor_reads_an_exported_dim_encoder(tmp_path):
+    from dim_keras.export import export_encoder
+
+    images = keras.Input((8, 8, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(images)
+    encoder = keras.Model(images, {"fc": keras.layers.Dense(4, name="fc")(pooled), "y": pooled})
+    extract = quality.encoder_feature_extractor(export_encoder(encoder, str(tmp_path / "encoder")), "fc")
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    expected = encoder(pixels.astype(np.float32) / 255.0)["fc"].numpy()
+    np.testing.assert_allclose(quality.compute_features(extract, pixels), expected, atol=1e-5)
+    np.testing.assert_allclose(extract(pixels.astype(np.float32) / 255.0), expected, atol=1e-5)  # floats in [0, 1]
+    with pytest.raises(ValueError, match="no output 'conv'"):
+        quality.encoder_feature_extractor(str(tmp_path / "encoder"), "conv")(pixels)
+
+
 # -- networks -----------------------------------------------------------------------------------------------
 
 def _layers(model):
