@@ -29,6 +29,21 @@ def _images_of(data):
     return data
 
 
+def _reducible_across_workers(logs):
+    """Gives scalar logs a leading axis of 1 under multi-worker training.
+
+    Keras 3's fit reduces the logs of a MultiWorkerMirroredStrategy step with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars
+    ("Invalid reduction dimension 0 for input with 0 dimensions"); the
+    reduction removes the added axis again, so the logs stay scalars.
+    """
+    strategy = tf.distribute.get_strategy()
+    if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):
+        return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+    return logs
+
+
 @keras.saving.register_keras_serializable(package="dim_keras")
 class DeepInfoMax(keras.Model):
     """Deep InfoMax: ``alpha * global MI + beta * local MI - gamma * prior divergence``.
@@ -305,7 +320,7 @@ class DeepInfoMax(keras.Model):
                 d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
             d_grads = d_tape.gradient(d_scaled, d_variables)
             self.discriminator_optimizer.apply(d_grads, d_variables)
-        return self._update_trackers(loss, terms, d_loss, d_accuracy)
+        return _reducible_across_workers(self._update_trackers(loss, terms, d_loss, d_accuracy))
 
     def test_step(self, data):
         images = _images_of(data)
