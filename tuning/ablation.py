@@ -179,8 +179,10 @@ def plot_heatmaps(rows, measures, out_dir, mode="grid"):
                 for i in range(len(betas)):
                     for j in range(len(alphas)):
                         if np.isfinite(grid[i, j]):
+                            # Dark text on the bright end of viridis, light text on the dark end.
+                            bright = image.norm(grid[i, j]) > 0.5
                             axes.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center",
-                                      color="white", fontsize=9)
+                                      color="black" if bright else "white", fontsize=9)
                 axes.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
                 axes.set_yticks(range(len(betas)), [f"{b:g}" for b in betas])
                 axes.set_xlabel("alpha (global MI)")
