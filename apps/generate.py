@@ -1,7 +1,7 @@
 """Train an image generator by implicit prior matching to two Gaussians (Hjelm et al., ICLR 2019, App. A.8-A.9),
 or one of the Table 11 baselines (NS-GAN-CP, WGAN-GP), and track its quality offline.
 
-    python apps/generate.py --dataset=digits --model=implicit --architecture=dcgan --epochs=20 \
+    python apps/generate.py --dataset=digits --model=implicit --architecture=dcgan --epochs=10 \
         --output_dir=runs/generate_digits
 
 Writes to --output_dir:
@@ -43,10 +43,11 @@ flags.DEFINE_integer("steps_per_epoch", None, "Generator updates per epoch (defa
 flags.DEFINE_integer("z_dim", 128, "Dimension of the generator's Gaussian input z.")
 flags.DEFINE_integer("base_filters", None, "Width of the networks (default 64 for dcgan, 128 for resnet).")
 flags.DEFINE_float("mu_p", 1.0, "Mean of the encoder's target N(mu_P, 1) for real images (eq. 13).")
-flags.DEFINE_float("mu_q", -1.0, "Mean of the encoder's target N(mu_Q, 1) for generated images (eq. 13).")
+flags.DEFINE_float("mu_q", -3.0, "Mean of the encoder's target N(mu_Q, 1) for generated images (eq. 13).")
 flags.DEFINE_float("contractive_penalty", 1.0, "Weight of ||dE/dx||^2 on real images (implicit, nsgan_cp).")
 flags.DEFINE_float("discriminator_clipnorm", 1.0, "Gradient-norm clipping of T_P and T_Q (implicit; App. A.9).")
-flags.DEFINE_integer("encoder_steps", None, "Encoder/critic updates per generator update (default 1; 5 for wgan_gp).")
+flags.DEFINE_integer("encoder_steps", None,
+                     "Encoder/critic updates per generator update (default: 2 implicit, 1 nsgan_cp, 5 wgan_gp).")
 flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate of every player (beta_1 = 0.5, as in DIM).")
 flags.DEFINE_integer("num_eval_samples", 1000, "Real and generated images for the distances and histograms.")
 flags.DEFINE_string("feature_encoder", None, "SavedModel dir of a DIM encoder whose features the distances use.")
