@@ -136,7 +136,7 @@ def test_infonce_below_log_batch_and_near_min_of_mi_and_log_batch():
 
 
 def test_jsd_grows_monotonically_with_rho():
-    values = [estimate_gaussian_mi("jsd", rho=rho, dim=2, batch_size=256, steps=300, seed=1)["estimate"]
+    values = [estimate_gaussian_mi("jsd", rho=rho, dim=2, batch_size=128, steps=200, seed=1)["estimate"]
               for rho in (0.0, 0.5, 0.8, 0.95)]
     print("jsd vs rho:", values)
     assert all(a < b for a, b in zip(values, values[1:]))
