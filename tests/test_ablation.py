@@ -82,8 +82,6 @@ def test_heatmap_cells_are_the_trials_values(tmp_path):
 @pytest.mark.parametrize("flag, message", [
     ("--alphas=0,x", "--alphas must be a comma-separated list of numbers"),
     ("--objective=accuracy", "unknown measure 'accuracy'"),
-    ("--mode=random", "unknown mode 'random'"),
-    ("--betas=-1", "--betas values must be finite and >= 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, flag, message):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tuning", "ablation.py"), flag,
@@ -92,6 +90,18 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flag, message):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and message in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_values_are_one_line_usage_errors():
+    with pytest.raises(ablation.UsageError, match="--betas values must be finite and >= 0"):
+        ablation.parse_floats("-1", "betas")
+    with pytest.raises(ablation.UsageError, match="lists a value twice"):
+        ablation.parse_floats("0,0.0", "alphas")
+    with pytest.raises(ablation.UsageError, match="unknown mode 'random'"):
+        ablation.validate(ablation.AblationConfig(mode="random"))
+    with pytest.raises(ablation.UsageError, match="alpha_range must be low,high with low < high"):
+        ablation.validate(ablation.AblationConfig(alpha_range=(1.0, 0.0)))
+    assert ablation.parse_floats("0, 0.5,1", "alphas") == (0.0, 0.5, 1.0)
 
 
 def test_bad_config_is_rejected_before_any_trial(tmp_path):
