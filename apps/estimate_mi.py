@@ -13,7 +13,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
+
+from dim_keras import cli  # noqa: E402
 
 from dim_keras.choices import CRITICS, ESTIMATORS  # noqa: E402
 
@@ -33,16 +35,9 @@ flags.DEFINE_string("plot", None, "Write a PNG of the estimate vs rho for every 
 flags.DEFINE_string("rhos", "0.0,0.2,0.4,0.6,0.8,0.9,0.95", "Correlations for --plot.")
 
 
-def fail(message):
-    print(f"estimate_mi.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def fail(message, code=2):
+    cli.fail("estimate_mi.py", message, code)
 
-
-def parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        fail(str(err).splitlines()[0])
 
 
 def _validate():
@@ -121,4 +116,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, "estimate_mi.py")

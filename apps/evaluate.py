@@ -27,11 +27,12 @@ Bad input prints one line on stderr and exits with code 2.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from dim_keras import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder", None, "SavedModel directory of the encoder (dim_keras.export), or a .keras file.")
@@ -203,16 +204,8 @@ def main(argv):
 
 
 def _fail(message):
-    print(f"evaluate.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0])
+    cli.fail("evaluate.py", message)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, "evaluate.py")

@@ -23,11 +23,12 @@ Bad input prints one line on stderr and exits with code 2.
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
+
+from dim_keras import cli  # noqa: E402
 
 MODELS = ("implicit", "nsgan_cp", "wgan_gp")
 ARCHITECTURES = ("dcgan", "resnet")
@@ -348,16 +349,8 @@ def main(argv):
 
 
 def _fail(message):
-    print(f"generate.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as error:
-        _fail(str(error).splitlines()[0])
+    cli.fail("generate.py", message)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, "generate.py")

@@ -17,7 +17,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
+
+from dim_keras import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -61,15 +63,8 @@ flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2
 
 
 def fail(message, code=2):
-    print(f"train.py: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    cli.fail("train.py", message, code)
 
-
-def parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as err:
-        fail(str(err).splitlines()[0])
 
 
 def config_from_flags():
@@ -101,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, "train.py")

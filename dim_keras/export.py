@@ -26,8 +26,8 @@ def _serving_fn(encoder):
     return serve
 
 
-def export_encoder(encoder, path):
-    """Writes ``encoder`` as a SavedModel at ``path`` atomically.
+def write_saved_model(model, serve_fn, input_signature, path):
+    """Writes ``model`` as a SavedModel whose ``serving_default`` is ``serve_fn``.
 
     The SavedModel is written to a temporary sibling directory and renamed
     into place, so a crash never leaves a half-written export at ``path``.
@@ -36,15 +36,10 @@ def export_encoder(encoder, path):
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
-    height, width, channels = encoder.input_shape[1:]
     archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    archive.add_endpoint(
-        name=SIGNATURE,
-        fn=_serving_fn(encoder),
-        input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
-    )
-    tmp = tempfile.mkdtemp(prefix=".encoder-", dir=parent)
+    archive.track(model)
+    archive.add_endpoint(name=SIGNATURE, fn=serve_fn, input_signature=input_signature)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=parent)
     try:
         archive.write_out(tmp, verbose=False)
         if os.path.exists(path):
@@ -54,6 +49,13 @@ def export_encoder(encoder, path):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def export_encoder(encoder, path):
+    """Writes ``encoder`` as a SavedModel at ``path`` atomically (uint8 in)."""
+    height, width, channels = encoder.input_shape[1:]
+    spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
+    return write_saved_model(encoder, _serving_fn(encoder), [spec], path)
 
 
 class LoadedEncoder:

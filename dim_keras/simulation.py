@@ -14,7 +14,6 @@ pairs, and the bound is then averaged over fresh evaluation batches.
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dim_keras import critics as critics_lib

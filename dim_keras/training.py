@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from dim_keras import callbacks as callbacks_lib
 from dim_keras import encoders as encoders_lib
-from dim_keras.config import (DEFAULT_EPOCHS, PAPER_EPOCHS, PROBE_FEATURES, TrainConfig,  # noqa: F401
+from dim_keras.config import (DEFAULT_EPOCHS, PAPER_EPOCHS, PROBE_FEATURES, TrainConfig,  # noqa: F401 (re-exported)
                               TrainingDiverged, UsageError, validate)
 from dim_keras.export import export_encoder, load_encoder
 from dim_keras.models import DeepInfoMax

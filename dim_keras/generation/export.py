@@ -7,14 +7,11 @@ dim_keras installed.
 """
 
 import os
-import shutil
-import tempfile
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-SIGNATURE = "serving_default"
+from dim_keras.export import SIGNATURE, write_saved_model
 
 
 def _serving_fn(generator):
@@ -36,27 +33,9 @@ def export_generator(generator, path):
     Written to a temporary sibling directory and renamed into place, so a crash never leaves a half-written
     export; an existing export at ``path`` is replaced. Returns the absolute path.
     """
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
     z_dim = int(generator.input_shape[-1])
-    archive = keras.export.ExportArchive()
-    archive.track(generator)
-    archive.add_endpoint(
-        name=SIGNATURE,
-        fn=_serving_fn(generator),
-        input_signature=[tf.TensorSpec([None, z_dim], tf.float32, name="z")],
-    )
-    temporary = tempfile.mkdtemp(prefix=".generator-", dir=parent)
-    try:
-        archive.write_out(temporary, verbose=False)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(temporary, path)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return path
+    spec = tf.TensorSpec([None, z_dim], tf.float32, name="z")
+    return write_saved_model(generator, _serving_fn(generator), [spec], path)
 
 
 class LoadedGenerator:
