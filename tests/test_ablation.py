@@ -88,7 +88,7 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flag, message):
                            f"--search_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: ") and message in lines[-1]
+    assert lines[-1].startswith("ablation.py: error: ") and message in lines[-1]
     assert "Traceback" not in proc.stderr
 
 

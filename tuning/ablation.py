@@ -33,8 +33,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
+from dim_keras import cli  # noqa: E402
 from dim_keras.choices import DATASETS, ESTIMATORS, STRATEGIES  # noqa: E402
 from dim_keras.config import UsageError  # noqa: E402
 
@@ -293,8 +294,6 @@ class _AblationTuner:
 
 
 def _make_tuner_classes():
-    import itertools
-
     import keras_tuner as kt
 
     class GridOracle(kt.Oracle):
@@ -409,35 +408,40 @@ def run_search(config):
 
 # ------------------------------------------------------------------ app
 FLAGS = flags.FLAGS
-flags.DEFINE_string("mode", "grid", "grid: every combination of --alphas x --betas x --gammas "
-                  "(kt.GridSearch); bayesian: kt.BayesianOptimization over the --*_range intervals.")
-flags.DEFINE_string("objective", "probe_accuracy", "What the tuner optimises: probe_accuracy (linear "
-                    "probe on Y, max), ms_ssim (max), mine (max) or ndm (min).")
-flags.DEFINE_string("measures", "", "Further measures to record per trial (comma list, same names).")
-flags.DEFINE_string("alphas", "0,0.5,1", "Grid values of alpha (global MI weight).")
-flags.DEFINE_string("betas", "0,0.5,1", "Grid values of beta (local MI weight).")
-flags.DEFINE_string("gammas", "0.1", "Grid values of gamma (prior-matching weight).")
-flags.DEFINE_string("alpha_range", "0,1", "Bayesian mode: low,high of alpha.")
-flags.DEFINE_string("beta_range", "0,1", "Bayesian mode: low,high of beta.")
-flags.DEFINE_string("gamma_range", "0,1", "Bayesian mode: low,high of gamma.")
-flags.DEFINE_integer("max_trials", None, "Trials to run (required for bayesian; grid: default the whole grid).")
-flags.DEFINE_string("dataset", "digits", "Dataset (see apps/train.py).")
-flags.DEFINE_string("data_dir", None, "Directory with the dataset's files.")
-flags.DEFINE_integer("epochs", 5, "Training epochs per trial.")
-flags.DEFINE_integer("steps_per_epoch", None, "Cap on the steps per epoch.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_integer("embedding_dim", 2048, "Width of the encode-and-dot critic's embedding.")
-flags.DEFINE_integer("y_dim", 64, "Size of the representation Y.")
-flags.DEFINE_string("estimator", "jsd", "MI estimator: jsd, dv, infonce or nwj.")
-flags.DEFINE_string("search_dir", "saved_models/ablation", "Where the search, trials and results go; "
-                    "rerun with the same directory to resume.")
-flags.DEFINE_string("strategy", "default", "tf.distribute strategy of each trial: default, mirrored, "
-                    "multi_worker (see docs/DISTRIBUTED.md).")
-flags.DEFINE_boolean("jit_compile", True, "XLA for the training step (off under mirrored/multi_worker).")
-flags.DEFINE_integer("seed", 0, "Random seed of training, evaluation and the tuner.")
-flags.DEFINE_integer("eval_epochs", 20, "Training epochs of the MS-SSIM decoder, MINE and NDM networks.")
-flags.DEFINE_integer("eval_max_train", 10000, "Training images used by the measures.")
-flags.DEFINE_integer("verbose", 0, "Keras verbosity of each trial's training.")
+
+
+def define_flags():
+    """Defines the app's flags; only the command line needs them, so importing
+    this module (tests, the Python API) leaves the global absl flags alone."""
+    flags.DEFINE_string("mode", "grid", "grid: every combination of --alphas x --betas x --gammas "
+                      "(kt.GridSearch); bayesian: kt.BayesianOptimization over the --*_range intervals.")
+    flags.DEFINE_string("objective", "probe_accuracy", "What the tuner optimises: probe_accuracy (linear "
+                        "probe on Y, max), ms_ssim (max), mine (max) or ndm (min).")
+    flags.DEFINE_string("measures", "", "Further measures to record per trial (comma list, same names).")
+    flags.DEFINE_string("alphas", "0,0.5,1", "Grid values of alpha (global MI weight).")
+    flags.DEFINE_string("betas", "0,0.5,1", "Grid values of beta (local MI weight).")
+    flags.DEFINE_string("gammas", "0.1", "Grid values of gamma (prior-matching weight).")
+    flags.DEFINE_string("alpha_range", "0,1", "Bayesian mode: low,high of alpha.")
+    flags.DEFINE_string("beta_range", "0,1", "Bayesian mode: low,high of beta.")
+    flags.DEFINE_string("gamma_range", "0,1", "Bayesian mode: low,high of gamma.")
+    flags.DEFINE_integer("max_trials", None, "Trials to run (required for bayesian; grid: default the whole grid).")
+    flags.DEFINE_string("dataset", "digits", "Dataset (see apps/train.py).")
+    flags.DEFINE_string("data_dir", None, "Directory with the dataset's files.")
+    flags.DEFINE_integer("epochs", 5, "Training epochs per trial.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Cap on the steps per epoch.")
+    flags.DEFINE_integer("batch_size", 64, "Global batch size.")
+    flags.DEFINE_integer("embedding_dim", 2048, "Width of the encode-and-dot critic's embedding.")
+    flags.DEFINE_integer("y_dim", 64, "Size of the representation Y.")
+    flags.DEFINE_string("estimator", "jsd", "MI estimator: jsd, dv, infonce or nwj.")
+    flags.DEFINE_string("search_dir", "saved_models/ablation", "Where the search, trials and results go; "
+                        "rerun with the same directory to resume.")
+    flags.DEFINE_string("strategy", "default", "tf.distribute strategy of each trial: default, mirrored, "
+                        "multi_worker (see docs/DISTRIBUTED.md).")
+    flags.DEFINE_boolean("jit_compile", True, "XLA for the training step (off under mirrored/multi_worker).")
+    flags.DEFINE_integer("seed", 0, "Random seed of training, evaluation and the tuner.")
+    flags.DEFINE_integer("eval_epochs", 20, "Training epochs of the MS-SSIM decoder, MINE and NDM networks.")
+    flags.DEFINE_integer("eval_max_train", 10000, "Training images used by the measures.")
+    flags.DEFINE_integer("verbose", 0, "Keras verbosity of each trial's training.")
 
 
 def _range(text, name):
@@ -466,19 +470,18 @@ def config_from_flags():
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TensorFlow's SavedModel INFO lines are not for users
     if len(argv) > 1:
-        print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
-        return 2
+        cli.fail("ablation.py", f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         config = config_from_flags()
         validate(config)
         rows, _ = run_search(config)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        cli.fail("ablation.py", str(err))
     done = sum(r["status"] == "COMPLETED" for r in rows)
     print(f"{done}/{len(rows)} trials completed; results in {os.path.join(config.search_dir, 'results.csv')}")
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main, "ablation.py")
