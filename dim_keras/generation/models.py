@@ -306,8 +306,19 @@ class ImplicitPriorGenerator(_GeneratorEncoderModel):
         return config
 
 
+class _TwoPlayerModel(_GeneratorEncoderModel):
+    """A generator against one encoder/critic: the comparison GANs of Table 11."""
+
+    def compile(self, generator_optimizer="adam", encoder_optimizer="adam", **kwargs):
+        self._compile_optimizers(
+            {"generator_optimizer": generator_optimizer, "encoder_optimizer": encoder_optimizer},
+            {"generator_optimizer": [self.generator], "encoder_optimizer": [self.encoder]},
+            **kwargs,
+        )
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class NSGANCP(_GeneratorEncoderModel):
+class NSGANCP(_TwoPlayerModel):
     """Non-saturating GAN with contractive penalty (NS-GAN-CP, Table 11).
 
     The encoder network is the discriminator D (logits). D minimises ``E[sp(-D(x))] + E[sp(D(G(z)))] +
@@ -339,13 +350,6 @@ class NSGANCP(_GeneratorEncoderModel):
             self.encoded_real_tracker,
             self.encoded_fake_tracker,
         ]
-
-    def compile(self, generator_optimizer="adam", encoder_optimizer="adam", **kwargs):
-        self._compile_optimizers(
-            {"generator_optimizer": generator_optimizer, "encoder_optimizer": encoder_optimizer},
-            {"generator_optimizer": [self.generator], "encoder_optimizer": [self.encoder]},
-            **kwargs,
-        )
 
     def _encoder_step(self, real):
         fake = tf.stop_gradient(self.generator(self.sample_z(tf.shape(real)[0]), training=True))
@@ -383,7 +387,7 @@ class NSGANCP(_GeneratorEncoderModel):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class WGANGP(_GeneratorEncoderModel):
+class WGANGP(_TwoPlayerModel):
     """WGAN with gradient penalty (Gulrajani et al., 2017), the WGAN-GP baseline of Table 11.
 
     The encoder network is the critic D. D minimises ``E[D(G(z))] - E[D(x)] + lambda * E[(||dD(x_hat)/dx_hat||
@@ -412,13 +416,6 @@ class WGANGP(_GeneratorEncoderModel):
             self.generator_loss_tracker,
             self.wasserstein_tracker,
         ]
-
-    def compile(self, generator_optimizer="adam", encoder_optimizer="adam", **kwargs):
-        self._compile_optimizers(
-            {"generator_optimizer": generator_optimizer, "encoder_optimizer": encoder_optimizer},
-            {"generator_optimizer": [self.generator], "encoder_optimizer": [self.encoder]},
-            **kwargs,
-        )
 
     def _critic_step(self, real):
         batch_size = tf.shape(real)[0]
