@@ -11,11 +11,14 @@ Modules, one paper concept each:
 - :mod:`dim_keras.data`, :mod:`dim_keras.training`, :mod:`dim_keras.evaluation`,
   :mod:`dim_keras.generation`: datasets, training runs, evaluation, generation.
 
-Importing the package registers every serializable layer and model, so
-``keras.saving.load_model("model.keras")`` works after ``import dim_keras``.
+Importing the package does not import TensorFlow (the apps validate their
+flags first); the library modules load on first use.  To load a saved model,
+use :func:`load_model` (or import :mod:`dim_keras.models` before
+``keras.saving.load_model``), which registers every serializable layer and model.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -30,13 +33,22 @@ _EXPORTS = {
     "export_encoder": "export", "load_encoder": "export",
     "DeepInfoMax": "models", "default_optimizer": "models",
     "PriorDiscriminator": "priors",
+    "TrainConfig": "config", "validate": "config",
+    "UsageError": "errors", "DataError": "errors", "TrainingDiverged": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS) + ["load_model"]
+
+if sys.modules.get("keras") is not None:  # keras already paid for: register the serializables now, as users expect
+    importlib.import_module("dim_keras.models")
 
 
-# Registers DeepInfoMax, critics, encoders' layers and the prior discriminator.
-from dim_keras import models as _models  # noqa: E402,F401
+def load_model(path, **kwargs):
+    """``keras.saving.load_model`` with dim_keras's layers and models registered."""
+    importlib.import_module("dim_keras.models")
+    importlib.import_module("dim_keras.generation")
+    import keras
+    return keras.saving.load_model(path, **kwargs)
 
 
 def __getattr__(name):

@@ -7,14 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
-
-def write_json_atomically(path, payload):
-    """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+from dim_keras.io import write_json
 
 
 def _finite(logs):
@@ -93,7 +86,7 @@ class MetricsJsonLogger(keras.callbacks.Callback):
         record.update({k: float(v) for k, v in (logs or {}).items()})
         self.records = [r for r in self.records if r.get("epoch", 0) < epoch + 1]
         self.records.append(record)
-        write_json_atomically(self.path, self.records)
+        write_json(self.path, self.records)
 
 
 class StopOnNonFinite(keras.callbacks.Callback):

@@ -1,5 +1,6 @@
-"""The names users choose from on the command line (kept free of TensorFlow
-imports so apps can reject a bad flag before TensorFlow starts)."""
+"""The names users choose from (no TensorFlow import, so a bad name is
+rejected before TensorFlow starts).  The library modules that implement them
+check their own tables against these (tests/test_config.py)."""
 
 DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder")
 ESTIMATORS = ("jsd", "dv", "infonce", "nwj")
@@ -8,3 +9,20 @@ PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "float16", "bfloat16")
+ENCODER_OUTPUTS = ("local", "conv", "fc", "y")
+
+# Evaluation measures (dim_keras.evaluation.suite).
+LAYER_METRICS = ("svm", "logistic", "mlp", "knn", "attributes")
+REPRESENTATION_METRICS = ("ms_ssim", "mine", "ndm", "neighbours")
+METRICS = LAYER_METRICS + ("semi_supervised",) + REPRESENTATION_METRICS
+
+# Generation (dim_keras.generation, App. A.8 and the Table 11 baselines).
+GENERATIVE_MODELS = ("implicit", "nsgan_cp", "wgan_gp")
+GENERATOR_ARCHITECTURES = ("dcgan", "resnet")
+
+# Ablation search (tuning/ablation.py): objective name -> keras-tuner direction.
+ABLATION_OBJECTIVES = {"probe_accuracy": "max", "ms_ssim": "max", "mine": "max", "ndm": "min"}
+ABLATION_MODES = ("grid", "bayesian")
+
+# Benchmark modes (apps/benchmark.py).
+BENCHMARK_MODES = ("training", "sweep", "data_pipeline", "matmul_peak")

@@ -1,21 +1,137 @@
-"""What every app shares on the command line: one-line errors with exit code 2."""
+"""What every app shares on the command line (no TensorFlow import).
 
+- :func:`define_flags` generates an app's absl flags from a config dataclass
+  of :mod:`dim_keras.config` (help text, choices and defaults from the fields);
+- :func:`config_from_flags` builds the config back from the parsed flags;
+- :func:`run_app` is the whole ``main`` of an app: parse, validate (before
+  TensorFlow is imported), filter TensorFlow's start-up noise, call the run
+  function, and turn every failure into one line on stderr with exit code 2
+  (a user mistake) or 1 (diverged training, a failing disk), and Ctrl-C into
+  one line with exit code 130.
+"""
+
+import dataclasses
 import sys
 
 from absl import app, flags
 
+from dim_keras import config as config_lib
+from dim_keras.errors import TrainingDiverged, UsageError, first_line
 
 def fail(prog, message, code=2):
-    """Prints ``<prog>: error: <message>`` on stderr and exits (2: user mistake)."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """Prints ``<prog>: error: <message>`` (one line) on stderr and exits (2: user mistake)."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
-def run(main, prog):
-    """``absl.app.run`` whose flag errors are one line on stderr and exit 2."""
+# ------------------------------------------------------------------- flags
+def flag_fields(config_cls, prefix=(), only=None, exclude=(), defaults=None):
+    """Yields ``(field, path, default)`` for every command-line setting of ``config_cls``.
+
+    ``path`` is the attribute path from the top-level config (nested configs
+    contribute their own fields under the same flag names).
+    """
+    defaults = defaults or {}
+    for field in dataclasses.fields(config_cls):
+        meta = field.metadata
+        if "nested" in meta:
+            yield from flag_fields(meta["nested"], prefix + (field.name,), meta["only"], meta["exclude"],
+                                   meta["defaults"])
+            continue
+        if not meta.get("flag", True) or (only is not None and field.name not in only) or field.name in exclude:
+            continue
+        default = defaults.get(field.name, field.default)
+        yield field, prefix + (field.name,), default
+
+
+def _help(field):
+    meta = field.metadata
+    text = meta.get("help", "")
+    if meta.get("choices") is not None and meta.get("element") is None and field.type is not bool:
+        text += f" One of: {', '.join(map(str, meta['choices']))}."
+    elif meta.get("choices") is not None:
+        text += f" Values from: {', '.join(map(str, meta['choices']))}."
+    return text
+
+
+def define_flags(config_cls, flag_values=flags.FLAGS):
+    """Defines one absl flag per command-line field of ``config_cls``; returns their names."""
+    names = []
+    for field, _, default in flag_fields(config_cls):
+        name, help_text, element = field.name, _help(field), field.metadata.get("element")
+        if element is not None:
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+        elif field.type is bool:
+            flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
+        elif field.type is int:
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+        elif field.type is float:
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+        else:
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+        names.append(name)
+    return names
+
+
+def _convert(field, raw):
+    element = field.metadata.get("element")
+    if element is None:
+        return raw
+    try:
+        return tuple(element(item.strip()) for item in raw if item.strip())
+    except ValueError:
+        kind = {int: "integers", float: "numbers"}.get(element, "values")
+        raise UsageError(f"--{field.name} must be a comma-separated list of {kind}, got {','.join(raw)}") from None
+
+
+def config_from_flags(config_cls, flag_values=flags.FLAGS):
+    """The ``config_cls`` instance the parsed flags describe (not yet validated)."""
+    config = config_cls()
+    for field, path, _ in flag_fields(config_cls):
+        target = config
+        for attribute in path[:-1]:
+            target = getattr(target, attribute)
+        setattr(target, path[-1], _convert(field, flag_values[field.name].value))
+    return config
+
+
+# --------------------------------------------------------------------- app
+def run_app(config_cls, run, prog, interrupt_hint=""):
+    """The whole command line of an app.
+
+    ``run(config)`` does the work (it imports TensorFlow when it needs it);
+    the flags are parsed and the config validated before that, so a mistake
+    costs the user no TensorFlow start-up.  ``interrupt_hint`` is appended to
+    the Ctrl-C line (e.g. how to resume).
+    """
+    define_flags(config_cls)
+
     def parse_flags(argv):
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
-            fail(prog, str(error).splitlines()[0])
+            fail(prog, first_line(error))
+
+    def main(argv):
+        if len(argv) > 1:
+            fail(prog, f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            config = config_lib.validate(config_from_flags(config_cls))
+        except UsageError as error:
+            fail(prog, error)
+        from dim_keras import runtime  # TF-free itself; filters what TensorFlow prints from here on
+        runtime.filter_native_logs()
+        try:
+            run(config)
+        except UsageError as error:
+            fail(prog, error)
+        except TrainingDiverged as error:
+            fail(prog, error, code=1)
+        except KeyboardInterrupt:
+            fail(prog, f"interrupted{interrupt_hint}", code=130)
+        except OSError as error:
+            where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+            fail(prog, f"{where}{error.strerror or first_line(error)}", code=1)
+
     app.run(main, flags_parser=parse_flags)
+

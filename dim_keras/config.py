@@ -1,12 +1,26 @@
-"""Training-run settings and their validation (no TensorFlow import, so the
-apps can reject bad flags before TensorFlow starts)."""
+"""Every setting of every dim_keras run, declared once (no TensorFlow import).
+
+Each run is described by a dataclass whose fields carry their help text,
+choices, ranges and path kind in ``metadata``.  From that one declaration
+
+- :mod:`dim_keras.cli` generates the command-line flags of the apps,
+- :func:`validate` checks a config in one pass, before TensorFlow starts,
+- ``config.json`` of a run and the ablation's search space are written.
+
+Cross-field rules live in each dataclass's ``check`` method, which
+:func:`validate` calls after the per-field checks.  Nested configs (the
+ablation holds a :class:`TrainConfig` for its trials) are validated and
+turned into flags recursively.
+"""
 
 import dataclasses
+import datetime
 import math
 import os
 
-from dim_keras.choices import (CRITICS, DATASETS, ENCODERS, ESTIMATORS, PRECISIONS,
-                               PRIORS, STRATEGIES)
+from dim_keras import choices
+from dim_keras import io
+from dim_keras.errors import UsageError
 
 # The paper trains 1000 epochs on CIFAR and 200 on the other datasets (App. A.2);
 # the digits default keeps the Quickstart within minutes on a laptop CPU.
@@ -14,72 +28,426 @@ DEFAULT_EPOCHS = {"cifar10": 1000, "cifar100": 1000, "digits": 5}
 PAPER_EPOCHS = 200
 PROBE_FEATURES = ("y", "fc", "conv")
 
+# Path kinds of a field's ``path`` metadata and the check each gets.
+_PATH_CHECKS = {
+    "input_dir": io.check_input_dir,
+    "input": io.check_input_path,
+    "output_dir": io.check_output_dir,
+    "output_file": io.check_output_file,
+}
 
-class UsageError(ValueError):
-    """A user mistake; the message is one line meant for the command line."""
+
+def setting(default, help, *, choices=None, minimum=None, maximum=None, above=None, below=None,
+            path=None, element=None, min_items=None, flag=True):
+    """A dataclass field with its help text and constraints.
+
+    Args:
+        default: the default value (tuples for lists).
+        help: the flag's help text.
+        choices: allowed values (of each element, for tuples).
+        minimum, maximum: inclusive numeric bounds (of each element, for tuples).
+        above, below: exclusive numeric bounds.
+        path: ``input_dir``, ``input``, ``output_dir`` or ``output_file``: checked to exist / be writable.
+        element: element type of a tuple field (``float``, ``int`` or ``str``); the flag is a comma list.
+        min_items: least number of elements of a tuple field.
+        flag: False keeps the field out of the command line (library-only setting).
+    """
+    metadata = dict(help=help, choices=choices, minimum=minimum, maximum=maximum, above=above, below=below,
+                    path=path, element=element, min_items=min_items, flag=flag)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/Inf; the last good checkpoint is kept."""
+def nested(config_cls, help, *, only=None, exclude=(), **defaults):
+    """A field holding another config; its flags are those of ``config_cls``
+    (all, or ``only`` these, minus ``exclude``), with ``defaults`` overridden."""
+    metadata = dict(help=help, nested=config_cls, only=only, exclude=tuple(exclude), defaults=defaults)
+    return dataclasses.field(default_factory=lambda: config_cls(**defaults), metadata=metadata)
 
 
+def _describe(value):
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_value(name, value, meta):
+    """Per-field checks of one (scalar) value."""
+    if value is None:
+        return
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise UsageError(f"--{name}: unknown value {_describe(value)}; choose one of {', '.join(meta['choices'])}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name} must be a finite number, got {value}")
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise UsageError(f"--{name} must be >= {meta['minimum']}, got {value}")
+        if meta.get("maximum") is not None and value > meta["maximum"]:
+            raise UsageError(f"--{name} must be <= {meta['maximum']}, got {value}")
+        if meta.get("above") is not None and not value > meta["above"]:
+            raise UsageError(f"--{name} must be > {meta['above']}, got {value}")
+        if meta.get("below") is not None and not value < meta["below"]:
+            raise UsageError(f"--{name} must be < {meta['below']}, got {value}")
+
+
+def validate(config):
+    """Raises :class:`UsageError` (one line) for the first bad setting of ``config``.
+
+    Checks every field against its metadata (choices, ranges, finiteness,
+    paths), recursing into nested configs, then the config's ``check``.
+    Needs no TensorFlow: apps call it before TensorFlow is imported.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        meta = field.metadata
+        if "nested" in meta:
+            validate(value)
+            continue
+        if meta.get("element") is not None:
+            values = tuple(value or ())
+            if meta.get("min_items") is not None and len(values) < meta["min_items"]:
+                raise UsageError(f"--{field.name} needs at least {meta['min_items']} value(s), "
+                                 f"got {','.join(map(str, values)) or 'none'}")
+            for item in values:
+                _check_value(field.name, item, meta)
+        else:
+            _check_value(field.name, value, meta)
+        if meta.get("path") and value is not None:
+            _PATH_CHECKS[meta["path"]](value, f"--{field.name}")
+    check = getattr(config, "check", None)
+    if check is not None:
+        check()
+    return config
+
+
+def to_dict(config):
+    """The config as JSON-ready nested dicts (tuples become lists)."""
+    def plain(value):
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def from_dict(config_cls, payload):
+    """Inverse of :func:`to_dict`; unknown keys are a UsageError."""
+    known = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(payload) - set(known))
+    if unknown:
+        raise UsageError(f"unknown {config_cls.__name__} settings: {', '.join(unknown)}")
+    values = {}
+    for name, value in payload.items():
+        meta = known[name].metadata
+        if "nested" in meta:
+            value = from_dict(meta["nested"], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return config_cls(**values)
+
+
+# ===================================================================== train
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a DIM training run needs; defaults are the paper's DIM(L)."""
-    dataset: str = "digits"
-    data_dir: str = None
-    download: bool = False
-    alpha: float = 0.0
-    beta: float = 1.0
-    gamma: float = 0.1
-    estimator: str = "jsd"
-    local_critic: str = "dot"
-    prior: str = "uniform"
-    encoder: str = "auto"
-    embedding_dim: int = 2048
-    y_dim: int = 64
-    local_samples: int = None
-    epochs: int = None
-    batch_size: int = 64
-    learning_rate: float = 1e-4
-    seed: int = 0
-    mixed_precision: str = "off"
-    jit_compile: bool = True
-    steps_per_epoch: int = None
-    output_dir: str = None
-    resume: bool = False
-    strategy: str = "default"
-    synchronized_bn: bool = False
-    probe: bool = True
-    probe_max_train: int = 10000
-    verbose: int = 1
+    """A DIM training run (``apps/train.py``, ``dim_keras.runs.train``); defaults are the paper's DIM(L)."""
+    dataset: str = setting("digits", "Dataset: digits (scikit-learn's, offline), cifar10, cifar100, stl10, "
+                           "tiny_imagenet, celeb_a, or folder (class-per-subfolder images in --data_dir).",
+                           choices=choices.DATASETS)
+    data_dir: str = setting(None, "Directory with the dataset's official files (cifar-10-batches-py, "
+                            "cifar-10-python.tar.gz, cifar-100-python, stl10_binary, tiny-imagenet-200, "
+                            "img_align_celeba + list_attr_celeba.txt) or a prepared tfds data_dir.",
+                            path="input_dir")
+    download: bool = setting(False, "Let tensorflow-datasets download the dataset if it is not on disk.")
+    alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
+    beta: float = setting(1.0, "Weight of the local MI term (eq. 8). DIM(L): 1, DIM(G): 0.", minimum=0.0)
+    gamma: float = setting(0.1, "Weight of the prior-matching term (eq. 8). DIM(L): 0.1, DIM(G): 1.", minimum=0.0)
+    estimator: str = setting("jsd", "MI estimator: jsd (eq. 4), dv (eq. 2), infonce (eq. 5) or nwj.",
+                             choices=choices.ESTIMATORS)
+    local_critic: str = setting("dot", "Local critic: dot (encode-and-dot, Tables 8-9), concat "
+                                "(concat-and-convolve, Table 7), bilinear or separable.", choices=choices.CRITICS)
+    prior: str = setting("uniform", "Prior for Y: uniform (paper), gaussian, unit_ball or unit_sphere.",
+                         choices=choices.PRIORS)
+    prior_gradient_penalty: float = setting(
+        0.0, "Gradient penalty on the prior discriminator's inputs (the authors' code has one; the paper "
+        "does not mention it, so it is off).", minimum=0.0)
+    encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
+                           "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
+    embedding_dim: int = setting(2048, "Width of the encode-and-dot critic's embedding (2048 in the paper).",
+                                 minimum=1)
+    y_dim: int = setting(64, "Size of the representation Y (64 in the paper).", minimum=1)
+    local_samples: int = setting(None, "Score only this many random locations of the local map per step "
+                                 "(bounds the B x B x M^2 score tensor of infoNCE; default all).", minimum=1)
+    epochs: int = setting(None, "Epochs (default: 1000 for CIFAR, 200 for the other datasets as in the paper, "
+                          "5 for digits).", minimum=1)
+    batch_size: int = setting(64, "Global batch size (64 in the paper); >= 2, since the negatives of an "
+                              "image come from the other images of its batch.", minimum=2)
+    learning_rate: float = setting(1e-4, "Adam learning rate (1e-4, betas 0.5/0.999 as the authors).", above=0.0)
+    seed: int = setting(0, "Random seed: weights, shuffling, augmentation, prior samples.")
+    mixed_precision: str = setting("off", "Mixed precision: off, float16 or bfloat16 (GPU only; slower on "
+                                   "CPU). Losses stay float32.", choices=choices.PRECISIONS)
+    jit_compile: bool = setting(True, "Compile the training step with XLA (off under mirrored/multi_worker).")
+    steps_per_epoch: int = setting(None, "Cap on the steps per epoch (for quick runs).", minimum=1)
+    output_dir: str = setting(None, "Where to write checkpoints, logs and the export "
+                              "(default saved_models/<dataset>-<objective>-<timestamp>).", path="output_dir")
+    resume: bool = setting(False, "Continue the run in --output_dir from its last checkpoint.")
+    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (all local "
+                            "GPUs) or multi_worker (from TF_CONFIG).", choices=choices.STRATEGIES)
+    synchronized_bn: bool = setting(False, "Batch-norm statistics over all replicas.")
+    probe: bool = setting(True, "After training, print a linear probe table (labelled datasets).")
+    probe_max_train: int = setting(10000, "Training examples used by the linear probe.", minimum=10)
+    verbose: int = setting(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+                           choices=(0, 1, 2))
+
+    def check(self):
+        if self.alpha == 0 and self.beta == 0:
+            raise UsageError("--alpha and --beta are both 0: there is no mutual information term to maximise")
+        if self.resume and not self.output_dir:
+            raise UsageError("--resume needs the --output_dir of the run to resume")
+        if self.dataset == "folder" and not self.data_dir:
+            raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
 
     def objective_name(self):
         return (f"{self.estimator}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
                 f"-{self.local_critic}")
 
+    def resolved_epochs(self):
+        return self.epochs or DEFAULT_EPOCHS.get(self.dataset, PAPER_EPOCHS)
 
-def validate(config):
-    """Raises UsageError for every bad setting, before any work is done."""
-    checks = [
-        (config.dataset in DATASETS, f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}"),
-        (config.estimator in ESTIMATORS, f"unknown estimator {config.estimator!r}; choose one of {', '.join(ESTIMATORS)}"),
-        (config.local_critic in CRITICS, f"unknown local critic {config.local_critic!r}; choose one of {', '.join(CRITICS)}"),
-        (config.prior in PRIORS, f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}"),
-        (config.encoder in ENCODERS, f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}"),
-        (config.strategy in STRATEGIES, f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}"),
-        (config.mixed_precision in PRECISIONS, f"unknown mixed precision {config.mixed_precision!r}; choose one of {', '.join(PRECISIONS)}"),
-        (config.batch_size is not None and config.batch_size >= 2, f"batch size must be >= 2 (negatives come from the other images), got {config.batch_size}"),
-        (config.epochs is None or config.epochs > 0, f"epochs must be > 0, got {config.epochs}"),
-        (config.steps_per_epoch is None or config.steps_per_epoch > 0, f"steps per epoch must be > 0, got {config.steps_per_epoch}"),
-        (math.isfinite(config.learning_rate) and config.learning_rate > 0, f"learning rate must be a finite number > 0, got {config.learning_rate}"),
-        (all(math.isfinite(v) and v >= 0 for v in (config.alpha, config.beta, config.gamma)), f"alpha, beta and gamma must be finite and >= 0, got {config.alpha}, {config.beta}, {config.gamma}"),
-        (config.alpha > 0 or config.beta > 0, "alpha and beta are both 0: there is no mutual information term to maximise"),
-        (config.embedding_dim > 0 and config.y_dim > 0, "embedding_dim and y_dim must be > 0"),
-        (config.local_samples is None or config.local_samples > 0, f"local samples must be > 0, got {config.local_samples}"),
-        (not config.resume or config.output_dir, "--resume needs the --output_dir of the run to resume"),
-        (config.data_dir is None or os.path.isdir(config.data_dir), f"data dir {config.data_dir} does not exist"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    def default_output_dir(self):
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return os.path.join("saved_models", f"{self.dataset}-{self.objective_name()}-{stamp}")
+
+
+# ================================================================ generate
+@dataclasses.dataclass
+class GenerateConfig:
+    """Generator training (``apps/generate.py``, ``dim_keras.runs.generate``): App. A.8 and Table 11."""
+    dataset: str = setting("digits", "Dataset (see apps/train.py).", choices=choices.DATASETS)
+    data_dir: str = setting(None, "Directory holding the dataset files.", path="input_dir")
+    model: str = setting("implicit", "implicit (App. A.8), nsgan_cp or wgan_gp (Table 11 baselines).",
+                         choices=choices.GENERATIVE_MODELS)
+    architecture: str = setting("dcgan", "dcgan (images of side <= 32) or resnet (Gulrajani et al.).",
+                                choices=choices.GENERATOR_ARCHITECTURES)
+    epochs: int = setting(10, "Training epochs.", minimum=1)
+    batch_size: int = setting(64, "Batch size.", minimum=2)
+    steps_per_epoch: int = setting(None, "Generator updates per epoch (default: one pass over the data).",
+                                   minimum=1)
+    z_dim: int = setting(128, "Dimension of the generator's Gaussian input z.", minimum=1)
+    base_filters: int = setting(None, "Width of the networks (default 64 for dcgan, 128 for resnet).", minimum=1)
+    mu_p: float = setting(1.0, "Mean of the encoder's target N(mu_P, 1) for real images (eq. 13).")
+    mu_q: float = setting(-3.0, "Mean of the encoder's target N(mu_Q, 1) for generated images (eq. 13).")
+    contractive_penalty: float = setting(1.0, "Weight of ||dE/dx||^2 on real images (implicit, nsgan_cp).",
+                                         minimum=0.0)
+    discriminator_clipnorm: float = setting(1.0, "Gradient-norm clipping of T_P and T_Q (implicit; App. A.9).",
+                                            above=0.0)
+    encoder_steps: int = setting(None, "Encoder/critic updates per generator update (default: 2 implicit, "
+                                 "1 nsgan_cp, 5 wgan_gp).", minimum=1)
+    learning_rate: float = setting(1e-4, "Adam learning rate of every player (beta_1 = 0.5, as in DIM).",
+                                   above=0.0)
+    num_eval_samples: int = setting(1000, "Real and generated images for the distances and histograms.",
+                                    minimum=2)
+    feature_encoder: str = setting(None, "SavedModel dir of a DIM encoder whose features the distances use "
+                                   "(default: a fixed random-init conv net).", path="input_dir")
+    feature_name: str = setting("fc", "Output of --feature_encoder to use.", choices=choices.ENCODER_OUTPUTS)
+    output_dir: str = setting("runs/generate", "Where samples, histograms, metrics and the generator go.",
+                              path="output_dir")
+    seed: int = setting(0, "Random seed (weights, z, data order).")
+    jit_compile: bool = setting(True, "Compile the train step with XLA.")
+    verbose: int = setting(2, "Keras fit verbosity (0, 1 or 2).", choices=(0, 1, 2))
+
+    def check(self):
+        if self.mu_p == self.mu_q:
+            raise UsageError("--mu_p and --mu_q must differ")
+
+
+# ================================================================ evaluate
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Evaluation of a trained encoder (``apps/evaluate.py``, ``dim_keras.runs.evaluate``), Sec. 4.1."""
+    encoder: str = setting(None, "SavedModel directory of the encoder (dim_keras.export), or a .keras file "
+                           "(required).", path="input")
+    dataset: str = setting("digits", "Dataset (see apps/train.py).", choices=choices.DATASETS)
+    data_dir: str = setting(None, "Directory holding the dataset files.", path="input_dir")
+    metrics: tuple = setting((), "Comma-separated measures (default: all that apply to the data and flags).",
+                             element=str, choices=choices.METRICS)
+    layers: tuple = setting(("conv", "fc", "y"), "Comma-separated encoder outputs for the classifiers.",
+                            element=str, choices=choices.ENCODER_OUTPUTS, min_items=1)
+    output: str = setting(None, "JSON file for the results (written atomically).", path="output_file")
+    neighbours_png: str = setting(None, "PNG file for the nearest-neighbour figure (enables 'neighbours').",
+                                  path="output_file")
+    runs: int = setting(5, "SVM runs (seeds) averaged, as in Table 4.", minimum=1)
+    seed: int = setting(0, "Random seed of every measure and of the --max_train/--max_test subsets.")
+    # k-NN (k=5) and the figure (4 neighbours) need a few images per split.
+    max_train: int = setting(None, "Use at most this many training images (random subset).", minimum=10)
+    max_test: int = setting(None, "Use at most this many test images (random subset).", minimum=10)
+    batch_size: int = setting(256, "Images per encoder call while encoding.", minimum=1)
+    mlp_epochs: int = setting(100, "Epochs of the 200-unit classifier ('mlp').", minimum=1)
+    mlp_last_epochs: int = setting(10, "The 'mlp' accuracy is the mean test accuracy of these last epochs.",
+                                   minimum=1)
+    estimator_epochs: int = setting(20, "Training epochs of the MINE and NDM statistics networks.", minimum=1)
+    decoder_epochs: int = setting(20, "Training epochs of the MS-SSIM decoder.", minimum=1)
+    finetune_epochs: int = setting(20, "Training epochs of semi_supervised fine-tuning.", minimum=1)
+    verbose: int = setting(1, "0: quiet; 1: progress bar over the measures; 2: also inside each measure.",
+                           choices=(0, 1, 2))
+
+    def check(self):
+        if not self.encoder:
+            raise UsageError("--encoder is required (a SavedModel directory or a .keras file)")
+        if not self.encoder.endswith(".keras") and not os.path.isdir(self.encoder):
+            raise UsageError(f"--encoder={self.encoder} is neither a SavedModel directory nor a .keras file")
+        if "semi_supervised" in self.metrics and not self.encoder.endswith(".keras"):
+            raise UsageError("--metrics=semi_supervised fine-tunes the encoder: pass a .keras --encoder")
+        if "neighbours" in self.metrics and not self.neighbours_png:
+            raise UsageError("--metrics=neighbours needs --neighbours_png")
+
+
+# ============================================================= estimate_mi
+@dataclasses.dataclass
+class EstimateMIConfig:
+    """MINE's correlated-Gaussian check (``apps/estimate_mi.py``, ``dim_keras.runs.estimate_mi``)."""
+    estimator: str = setting("dv", "MI estimator.", choices=choices.ESTIMATORS)
+    critic: str = setting("separable", "Critic for the vector pairs.", choices=choices.CRITICS)
+    rho: float = setting(0.8, "Per-dimension correlation of x and z, in (-1, 1).", above=-1.0, below=1.0)
+    dim: int = setting(2, "Number of dimensions d.", minimum=1)
+    batch_size: int = setting(512, "Pairs per batch (B x B scores per batch).", minimum=2)
+    steps: int = setting(1000, "Critic training steps.", minimum=1)
+    learning_rate: float = setting(1e-3, "Adam learning rate of the critic.", above=0.0)
+    hidden_units: int = setting(128, "Hidden width of the critic's MLPs.", minimum=1)
+    seed: int = setting(0, "Random seed.")
+    json: bool = setting(False, "Print a JSON object as the last line.")
+    plot: str = setting(None, "Write a PNG of the estimate vs rho for every estimator (next to the analytic "
+                        "MI) to this path.", path="output_file")
+    rhos: tuple = setting((0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95), "Correlations for --plot.", element=float,
+                          above=-1.0, below=1.0, min_items=1)
+
+
+# ================================================================ ablation
+@dataclasses.dataclass
+class AblationConfig:
+    """A keras-tuner search over alpha, beta, gamma (``tuning/ablation.py``, ``dim_keras.runs.ablation``; Fig. 10).
+
+    Every trial is one DIM run of ``train`` with the trial's alpha, beta, gamma.
+    """
+    search_dir: str = setting("saved_models/ablation", "Where the search, trials and results go; rerun with "
+                              "the same directory to resume.", path="output_dir")
+    mode: str = setting("grid", "grid: every combination of --alphas x --betas x --gammas; bayesian: "
+                        "kt.BayesianOptimization over the --*_range intervals.", choices=choices.ABLATION_MODES)
+    objective: str = setting("probe_accuracy", "What the tuner optimises: probe_accuracy (linear probe on Y, "
+                             "max), ms_ssim (max), mine (max) or ndm (min).",
+                             choices=tuple(choices.ABLATION_OBJECTIVES))
+    measures: tuple = setting((), "Further measures to record per trial (comma list, same names).",
+                              element=str, choices=tuple(choices.ABLATION_OBJECTIVES))
+    alphas: tuple = setting((0.0, 0.5, 1.0), "Grid values of alpha (global MI weight).", element=float,
+                            minimum=0.0, min_items=1)
+    betas: tuple = setting((0.0, 0.5, 1.0), "Grid values of beta (local MI weight).", element=float,
+                           minimum=0.0, min_items=1)
+    gammas: tuple = setting((0.1,), "Grid values of gamma (prior-matching weight).", element=float,
+                            minimum=0.0, min_items=1)
+    alpha_range: tuple = setting((0.0, 1.0), "Bayesian mode: low,high of alpha.", element=float, minimum=0.0)
+    beta_range: tuple = setting((0.0, 1.0), "Bayesian mode: low,high of beta.", element=float, minimum=0.0)
+    gamma_range: tuple = setting((0.0, 1.0), "Bayesian mode: low,high of gamma.", element=float, minimum=0.0)
+    max_trials: int = setting(None, "Trials to run (required for bayesian; grid: default the whole grid).",
+                              minimum=1)
+    eval_epochs: int = setting(20, "Training epochs of the MS-SSIM decoder, MINE and NDM networks.", minimum=1)
+    eval_max_train: int = setting(10000, "Training images used by the measures.", minimum=10)
+    # alpha, beta, gamma come from the search; each trial writes to its own directory.
+    train: TrainConfig = nested(TrainConfig, "Settings of every trial's training run.",
+                                exclude=("alpha", "beta", "gamma", "output_dir", "resume", "probe",
+                                         "probe_max_train"),
+                                epochs=5, probe=False, verbose=0)
+
+    def check(self):
+        for name in ("alphas", "betas", "gammas"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        for name in ("alpha_range", "beta_range", "gamma_range"):
+            values = getattr(self, name)
+            if len(values) != 2 or not values[0] < values[1]:
+                raise UsageError(f"--{name} must be low,high with low < high, got {','.join(map(str, values))}")
+        if self.mode == "bayesian" and not self.max_trials:
+            raise UsageError("--mode=bayesian needs --max_trials")
+
+    def all_measures(self):
+        return list(dict.fromkeys(["probe_accuracy", self.objective, *self.measures]))
+
+
+# =============================================================== benchmark
+@dataclasses.dataclass
+class BenchmarkConfig:
+    """Training-throughput benchmark (``apps/benchmark.py``, ``dim_keras.runs.benchmark``).
+
+    The model settings are a :class:`TrainConfig`, so the benchmark times
+    exactly the model that ``apps/train.py`` trains.
+    """
+    mode: str = setting("training", "training: time training steps; sweep: every combination of the --sweep_* "
+                        "lists, each in a fresh subprocess; data_pipeline: the tf.data input pipeline alone; "
+                        "matmul_peak: a chain of [4096, D] x [D, D] matmuls (the critic's dominant GEMM).",
+                        choices=choices.BENCHMARK_MODES)
+    image_size: int = setting(32, "Side of the square random images.", minimum=8)
+    steps: int = setting(20, "Timed training steps.", minimum=1)
+    warmup: int = setting(3, "Untimed steps first (tracing, XLA compilation, allocator warm-up).", minimum=1)
+    steps_per_execution: int = setting(1, "Training steps per compiled call.", minimum=1)
+    threads: int = setting(0, "TF (and torch) intra-op threads; 0 = all cores.", minimum=0)
+    json: bool = setting(False, "Print a JSON object with the results as the last line.")
+    compare_torch: bool = setting(False, "Also time apps/torch_reference.py (the authors' DIM(L) step in "
+                                  "PyTorch) with the same batch size and threads; skipped when torch is missing.")
+    sweep_batch_sizes: tuple = setting((16, 32, 64, 128), "Batch sizes of --mode=sweep.", element=int,
+                                       minimum=2, min_items=1)
+    sweep_critics: tuple = setting(("dot", "bilinear"), "Local critics of --mode=sweep.", element=str,
+                                   choices=choices.CRITICS, min_items=1)
+    sweep_estimators: tuple = setting(("jsd", "infonce"), "Estimators of --mode=sweep.", element=str,
+                                      choices=choices.ESTIMATORS, min_items=1)
+    sweep_local_samples: tuple = setting((0,), "--local_samples values of --mode=sweep (0 = all locations).",
+                                         element=int, minimum=0, min_items=1)
+    model: TrainConfig = nested(
+        TrainConfig, "The benchmarked model.",
+        only=("estimator", "local_critic", "encoder", "embedding_dim", "y_dim", "alpha", "beta", "gamma",
+              "prior", "prior_gradient_penalty", "local_samples", "batch_size", "mixed_precision",
+              "jit_compile", "seed"))
+
+    def check(self):
+        if self.compare_torch:
+            if self.mode != "training":
+                raise UsageError("--compare_torch goes with --mode=training")
+            check_torch_comparable(self)
+
+
+def check_torch_comparable(config):
+    """--compare_torch needs a configuration that the PyTorch reference reproduces."""
+    model = config.model
+    if model.local_critic != "dot" or model.estimator not in ("jsd", "infonce"):
+        raise UsageError("--compare_torch reproduces the authors' DIM(L) step: it needs --local_critic=dot and "
+                         "--estimator=jsd or infonce")
+    if model.alpha != 0 or model.beta == 0 or model.local_samples:
+        raise UsageError("--compare_torch reproduces DIM(L): it needs --alpha=0, --beta>0 and no --local_samples")
+    if model.encoder not in ("auto", "dcgan") or config.image_size < 16 or config.image_size % 8:
+        raise UsageError("--compare_torch uses the authors' CIFAR encoder: --encoder=dcgan/auto and an image size "
+                         "that is a multiple of 8 (32 in the paper)")
+    if model.prior != "uniform":
+        raise UsageError("--compare_torch reproduces the authors' uniform prior: it needs --prior=uniform")
+
+
+@dataclasses.dataclass
+class TorchReferenceConfig:
+    """The PyTorch re-implementation of the authors' DIM(L) step (``apps/torch_reference.py``), timing only."""
+    estimator: str = setting("jsd", "Local MI estimator: the authors' fenchel_dual_loss with the JSD measure, "
+                             "or infonce_loss.", choices=("jsd", "infonce"))
+    batch_size: int = setting(64, "Images per training step (the authors use 64).", minimum=2)
+    image_size: int = setting(32, "Side of the square random images (multiple of 8, >= 16).", minimum=16)
+    steps: int = setting(20, "Timed training steps.", minimum=1)
+    warmup: int = setting(3, "Untimed steps first (allocator and kernel-selection warm-up).", minimum=0)
+    embedding_dim: int = setting(2048, "Units of MI1x1ConvNet / MIFCNet (2048 in the paper).", minimum=1)
+    gamma: float = setting(0.1, "Weight of the prior-matching term (0 switches the discriminator off).",
+                           minimum=0.0)
+    prior_gradient_penalty: float = setting(0.0, "Weight of the authors' gradient penalty on the "
+                                            "discriminator's real and fake inputs.", minimum=0.0)
+    threads: int = setting(0, "torch intra-op threads; 0 = all cores.", minimum=0)
+    device: str = setting("auto", "Where to run: auto = cuda if available, else cpu.",
+                          choices=("auto", "cpu", "cuda"))
+    channels_last: bool = setting(False, "Use the channels-last memory format (not the authors' default).")
+    seed: int = setting(0, "Seed for weights and the random batch.")
+    json: bool = setting(False, "Print a JSON object with the results as the last line.")
+
+    def check(self):
+        if self.image_size % 8:
+            raise UsageError(f"--image_size must be a multiple of 8, got {self.image_size}")

@@ -8,12 +8,12 @@ in inference mode.  It can be served by TF Serving or loaded with
 """
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 import keras
+
+from dim_keras.io import atomic_path
 
 SIGNATURE = "serving_default"
 
@@ -30,24 +30,15 @@ def write_saved_model(model, serve_fn, input_signature, path):
     """Writes ``model`` as a SavedModel whose ``serving_default`` is ``serve_fn``.
 
     The SavedModel is written to a temporary sibling directory and renamed
-    into place, so a crash never leaves a half-written export at ``path``.
-    An existing export at ``path`` is replaced.
+    into place (:func:`dim_keras.io.atomic_path`), so a crash never leaves a
+    half-written export at ``path``; it is readable by other users.  An
+    existing export at ``path`` is replaced.
     """
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name=SIGNATURE, fn=serve_fn, input_signature=input_signature)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-", dir=parent)
-    try:
+    with atomic_path(path) as tmp:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -14,10 +14,12 @@ from dim_keras import estimators as estimators_lib
 from dim_keras import priors as priors_lib
 
 
-def default_optimizer():
+def default_optimizer(learning_rate=1e-4, **kwargs):
     """Adam, lr 1e-4, betas (0.5, 0.999): the authors' setting (their
-    framework's default beta_1 of 0.5 is easy to miss; App. A.2 gives the lr)."""
-    return keras.optimizers.Adam(learning_rate=1e-4, beta_1=0.5, beta_2=0.999)
+    framework's default beta_1 of 0.5 is easy to miss; App. A.2 gives the lr).
+
+    The one optimizer factory of dim_keras; ``kwargs`` go to Adam (e.g. ``clipnorm``)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5, beta_2=0.999, **kwargs)
 
 
 def _images_of(data):

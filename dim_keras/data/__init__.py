@@ -9,8 +9,10 @@ and tf.data pipelines over them.
 Every user mistake raises `DataError` (a ValueError) with a one-line message.
 """
 
-from dim_keras.data.errors import DataError
-from dim_keras.data.load import DATASETS, SPLITS, DataSplit, dataset_defaults, load_split
+from dim_keras.errors import DataError
+from dim_keras.data.load import (DATASETS, SPLITS, DataSplit, center_crop, dataset_defaults, load_split,
+                                  subsample)
 from dim_keras.data.pipeline import make_dataset
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "DataSplit", "dataset_defaults", "load_split", "make_dataset"]
+__all__ = ["DATASETS", "SPLITS", "DataError", "DataSplit", "center_crop", "dataset_defaults", "load_split",
+           "make_dataset", "subsample"]

@@ -9,7 +9,7 @@ DIM's App. A.5 experiments use; attributes -1/1 become 0/1.
 
 import numpy as np
 
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 from dim_keras.data.images import decode_image_files
 
 CELEBA_ATTRIBUTES = (

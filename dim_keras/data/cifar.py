@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from dim_keras.data.errors import DataError, first_line
+from dim_keras.errors import DataError, first_line
 from dim_keras.data.safe_pickle import load_restricted_pickle
 
 CIFAR10_CLASS_NAMES = (

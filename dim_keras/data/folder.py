@@ -7,7 +7,7 @@ a fixed per-class permutation, so it is the same on every run and machine.
 
 import numpy as np
 
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 from dim_keras.data.images import IMAGE_EXTENSIONS, as_size, decode_image_files, decode_one, list_image_files
 
 FOLDER_TEST_FRACTION = 0.2

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from dim_keras.data.errors import DataError, first_line
+from dim_keras.errors import DataError, first_line
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from dim_keras.data import celeba, cifar, digits, folder, stl10, tiny_imagenet
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 from dim_keras.data.images import fit_image
 from dim_keras.data.tfds_source import class_example, load_tfds_arrays
 
@@ -194,3 +194,27 @@ _LOADERS = {
     "celeb_a": _load_celeba,
     "folder": _load_folder,
 }
+
+
+def subsample(split, limit, seed):
+    """``(images, labels)`` of at most ``limit`` examples of ``split``, a seeded random subset in the original
+    order (all of it when ``limit`` is None or not smaller)."""
+    if limit is None or limit >= len(split):
+        return split.images, split.labels
+    keep = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
+    return split.images[keep], None if split.labels is None else split.labels[keep]
+
+
+def center_crop(images, height, width):
+    """Center-crops a batch ``[N, H, W, C]`` to ``height`` x ``width`` (None keeps that side).
+
+    Raises DataError when the images are smaller than the crop."""
+    source_h, source_w = images.shape[1:3]
+    height = source_h if height is None else int(height)
+    width = source_w if width is None else int(width)
+    if (source_h, source_w) == (height, width):
+        return images
+    if source_h < height or source_w < width:
+        raise DataError(f"the images are {source_h}x{source_w}, smaller than the encoder's {height}x{width} input")
+    top, left = (source_h - height) // 2, (source_w - width) // 2
+    return np.ascontiguousarray(images[:, top:top + height, left:left + width])

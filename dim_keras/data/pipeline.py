@@ -15,7 +15,7 @@ Design:
 import numpy as np
 import tensorflow as tf
 
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 from dim_keras.data.images import as_size
 
 # Arrays larger than this are fed through numpy_function rather than captured in the tf.data graph.

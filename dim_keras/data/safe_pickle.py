@@ -11,7 +11,7 @@ import pickle
 
 import numpy as np
 
-from dim_keras.data.errors import DataError, first_line
+from dim_keras.errors import DataError, first_line
 
 
 def _numpy_internals():

@@ -7,7 +7,7 @@ chunks into the output array instead of being read into a temporary first.
 
 import numpy as np
 
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 
 STL10_CLASS_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 STL10_FOLDER = "stl10_binary"

@@ -7,7 +7,7 @@ as the "test" split (the official test set is unlabelled). Some images are grays
 
 import numpy as np
 
-from dim_keras.data.errors import DataError
+from dim_keras.errors import DataError
 from dim_keras.data.images import decode_image_files, list_image_files
 
 TINY_IMAGENET_FOLDER = "tiny-imagenet-200"

@@ -33,9 +33,7 @@ from dim_keras.evaluation import probes, reconstruction, semi_supervised
 from dim_keras.evaluation.features import PAPER_LAYERS, FeatureSet
 
 # Classifier measures run on every evaluated layer; the others on Y only.
-LAYER_METRICS = ("svm", "logistic", "mlp", "knn", "attributes")
-REPRESENTATION_METRICS = ("ms_ssim", "mine", "ndm", "neighbours")
-METRICS = LAYER_METRICS + ("semi_supervised",) + REPRESENTATION_METRICS
+from dim_keras.choices import LAYER_METRICS, METRICS, REPRESENTATION_METRICS  # noqa: E402 (one list, TF-free)
 _REQUIREMENTS = {
     "svm": ("class_labels",),
     "logistic": ("class_labels",),

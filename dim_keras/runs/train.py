@@ -1,15 +1,10 @@
 """End-to-end DIM training runs: data -> DeepInfoMax -> checkpoints -> export -> probe.
 
-Used by ``apps/train.py`` and by the keras-tuner ablation, so both share the
-same data pipeline, checkpointing and export conventions.
+Used by ``apps/train.py`` and by the keras-tuner ablation (``dim_keras.runs.ablation``),
+so both share the same data pipeline, checkpointing and export conventions.
 """
 
-import dataclasses
-import datetime
-import json
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -17,21 +12,16 @@ import tensorflow as tf
 
 from dim_keras import callbacks as callbacks_lib
 from dim_keras import encoders as encoders_lib
-from dim_keras.config import (DEFAULT_EPOCHS, PAPER_EPOCHS, PROBE_FEATURES, TrainConfig,  # noqa: F401 (re-exported)
-                              TrainingDiverged, UsageError, validate)
+from dim_keras import io
+from dim_keras.config import PROBE_FEATURES, to_dict, validate
+from dim_keras.errors import DataError, TrainingDiverged, UsageError
 from dim_keras.export import export_encoder, load_encoder
-from dim_keras.models import DeepInfoMax
-
-def default_output_dir(config):
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("saved_models", f"{config.dataset}-{config.objective_name()}-{stamp}")
+from dim_keras.models import DeepInfoMax, default_optimizer
 
 
 def _prepare_output_dir(path, resume):
     try:
         os.makedirs(path, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")
-        probe.close()
     except OSError as err:
         raise UsageError(f"cannot create output dir {path}: {err.strerror or err}") from None
     if not resume and os.path.exists(os.path.join(path, "checkpoints", "checkpoint")):
@@ -53,11 +43,8 @@ def set_precision(mixed_precision):
 
 def load_pretraining_data(config):
     """The pretraining images and the encoder input shape; UsageError on bad data."""
-    from dim_keras.data import DataError, dataset_defaults, load_split
-    try:
-        split = load_split(config.dataset, "pretrain", config.data_dir, download=config.download)
-    except DataError as err:
-        raise UsageError(str(err)) from None
+    from dim_keras.data import dataset_defaults, load_split
+    split = load_split(config.dataset, "pretrain", config.data_dir, download=config.download)
     defaults = dataset_defaults(config.dataset)
     side = defaults["pretrain_crop"] or defaults["image_size"]
     height, width = (side, side) if side else split.images.shape[1:3]
@@ -80,9 +67,10 @@ def build_model(config, input_shape):
         encoder, alpha=config.alpha, beta=config.beta, gamma=config.gamma,
         estimator=config.estimator, local_critic=config.local_critic,
         embedding_dim=config.embedding_dim, prior=config.prior,
-        local_samples=config.local_samples, seed=config.seed)
-    optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=0.5, beta_2=0.999)
-    d_optimizer = keras.optimizers.Adam(config.learning_rate, beta_1=0.5, beta_2=0.999)
+        local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
+        seed=config.seed)
+    optimizer = default_optimizer(config.learning_rate)
+    d_optimizer = default_optimizer(config.learning_rate)
     # XLA and MirroredStrategy do not mix in Keras 3 ("Trying to access resource
     # ... replica_1"), so replicated runs use plain graphs.
     jit = config.jit_compile and config.strategy == "default"
@@ -91,9 +79,8 @@ def build_model(config, input_shape):
 
 
 def _save_keras_atomically(model, path):
-    tmp = f"{path}.tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def linear_probe(encoder_fn, config, max_train=10000, log=print):
@@ -101,7 +88,7 @@ def linear_probe(encoder_fn, config, max_train=10000, log=print):
 
     Returns ``None`` for unlabelled datasets.
     """
-    from dim_keras.data import DataError, dataset_defaults, load_split
+    from dim_keras.data import center_crop, dataset_defaults, load_split, subsample
     from dim_keras.evaluation.probes import logistic_regression_accuracy
     try:
         train = load_split(config.dataset, "train", config.data_dir, download=config.download)
@@ -112,24 +99,19 @@ def linear_probe(encoder_fn, config, max_train=10000, log=print):
     if train.labels is None or train.label_kind != "class":
         return None
     crop = dataset_defaults(config.dataset)["eval_crop"]
-    rng = np.random.default_rng(config.seed)
-    keep = np.sort(rng.permutation(len(train))[:max_train])
+    train_images, train_labels = subsample(train, max_train, config.seed)
 
     def features(images):
         if crop:
-            top = (images.shape[1] - crop) // 2
-            left = (images.shape[2] - crop) // 2
-            images = images[:, top:top + crop, left:left + crop]
+            images = center_crop(images, crop, crop)
         feats = encoder_fn(np.ascontiguousarray(images))
         return {k: feats[k].reshape(len(images), -1) for k in PROBE_FEATURES}
 
-    train_features = features(train.images[keep])
+    train_features = features(train_images)
     test_features = features(test.images)
-    results = {}
-    for name in PROBE_FEATURES:
-        results[name] = logistic_regression_accuracy(
-            train_features[name], train.labels[keep], test_features[name], test.labels)
-    return results
+    return {name: logistic_regression_accuracy(train_features[name], train_labels,
+                                               test_features[name], test.labels)
+            for name in PROBE_FEATURES}
 
 
 def probe_table(results):
@@ -144,11 +126,14 @@ def train(config, extra_callbacks=(), log=print):
     Raises UsageError for user mistakes and TrainingDiverged on NaN/Inf loss.
     """
     from dim_keras.data import make_dataset
+    from dim_keras.runtime import device_summary
     validate(config)
-    config.output_dir = config.output_dir or default_output_dir(config)
+    config.output_dir = config.output_dir or config.default_output_dir()
     split, defaults, input_shape = load_pretraining_data(config)
     _prepare_output_dir(config.output_dir, config.resume)
-    epochs = config.epochs or DEFAULT_EPOCHS.get(config.dataset, PAPER_EPOCHS)
+    epochs = config.resolved_epochs()
+    if config.verbose:
+        log(device_summary())
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
@@ -168,8 +153,7 @@ def train(config, extra_callbacks=(), log=print):
     data = make_dataset(split.images, batch_size=config.batch_size, training=True,
                         seed=config.seed + initial_epoch, crop_size=defaults["pretrain_crop"],
                         flip=defaults["pretrain_flip"]).repeat()
-    with open(os.path.join(config.output_dir, "config.json"), "w") as handle:
-        json.dump(dataclasses.asdict(config), handle, indent=2)
+    io.write_json(os.path.join(config.output_dir, "config.json"), to_dict(config))
 
     stop_on_nan = callbacks_lib.StopOnNonFinite()
     callbacks = [
@@ -199,16 +183,7 @@ def train(config, extra_callbacks=(), log=print):
         probe = linear_probe(load_encoder(encoder_path), config, config.probe_max_train, log=log)
         if probe is not None:
             log(probe_table(probe))
-            callbacks_lib.write_json_atomically(
-                os.path.join(config.output_dir, "probe.json"), probe)
+            io.write_json(os.path.join(config.output_dir, "probe.json"), probe)
             result["probe"] = probe
     return result
 
-
-def cleanup_failed_export(output_dir):
-    """Removes half-written export temporaries left by an interrupted run."""
-    if output_dir and os.path.isdir(output_dir):
-        for name in os.listdir(output_dir):
-            if name.startswith(".encoder-") or name.endswith(".tmp.keras") or name.endswith(".tmp"):
-                path = os.path.join(output_dir, name)
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)

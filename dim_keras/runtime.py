@@ -1,0 +1,102 @@
+"""Keeps TensorFlow's native start-up chatter off the user's terminal (no TensorFlow import).
+
+TensorFlow's C++ runtime writes glog-style lines straight to file
+descriptor 2 (``I0000 ... port.cc:153] oneDNN custom operations are on``,
+``Could not find cuda drivers``, ``failed call to cuInit``, ``Compiled
+cluster using XLA!``), before and regardless of ``TF_CPP_MIN_LOG_LEVEL``
+(TF 2.21 initialises absl logging itself).  :func:`filter_native_logs`
+routes file descriptor 2 through a pipe whose reader drops those lines and
+passes everything else (Python warnings, tracebacks, our one-line errors)
+through unchanged.  Error-level native lines that are not known start-up
+noise are passed through too: they can matter (an out-of-memory report).
+"""
+
+import atexit
+import os
+import re
+import sys
+import threading
+
+# Info/warning lines of glog format, and the known error-level start-up noise of a machine without CUDA.
+_GLOG = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] ")
+_NOISE = re.compile(
+    rb"^(?:[IW]\d{4} "
+    rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register)"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags)")
+
+_state = {}
+
+
+def is_noise(line):
+    """True for a line (bytes, no newline) of TensorFlow's native start-up logging."""
+    return bool(_NOISE.match(line))
+
+
+def _pump(read_fd, write_fd):
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(read_fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not is_noise(line))
+        # A partial line that cannot be a native log line (a progress bar's "\r...") goes out at once.
+        if pending and not _GLOG.match(pending[:40].ljust(40, b" ")) and not pending.startswith((b"WARNING: All", b"To enable")):
+            out += pending
+            pending = b""
+        if out:
+            os.write(write_fd, out)
+    if pending and not is_noise(pending):
+        os.write(write_fd, pending)
+
+
+def _restore():
+    state = _state.pop("fds", None)
+    if state is None:
+        return
+    real_fd, thread = state
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(real_fd, 2)  # closes the pipe's last write end: the reader sees EOF
+    thread.join(timeout=2.0)
+
+
+def filter_native_logs():
+    """From now on, TensorFlow's native info/warning lines never reach stderr (idempotent).
+
+    Call before TensorFlow is imported.  Also lowers absl's Python logging to
+    errors (TensorFlow's SavedModel and tracing INFO lines).
+    """
+    if "fds" in _state or os.environ.get("DIM_KERAS_NATIVE_LOGS") == "1":
+        return
+    from absl import logging
+    logging.set_verbosity(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        sys.stderr.flush()
+        real_fd = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+    except OSError:
+        return
+    thread = threading.Thread(target=_pump, args=(read_fd, real_fd), name="native-log-filter", daemon=True)
+    thread.start()
+    _state["fds"] = (real_fd, thread)
+    atexit.register(_restore)
+
+
+def device_summary():
+    """One line saying where TensorFlow computes ("no GPU found, running on the CPU (...)")."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"running on {len(gpus)} GPU(s)"
+    return f"no GPU found, running on the CPU ({os.cpu_count()} logical cores)"
