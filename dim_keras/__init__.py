@@ -8,7 +8,7 @@ Modules, one paper concept each:
 - :mod:`dim_keras.priors`: priors and the prior discriminator (eq. 7, Table 10).
 - :mod:`dim_keras.models`: the ``DeepInfoMax`` Keras model (eq. 8).
 - :mod:`dim_keras.export`: SavedModel export and :func:`load_encoder`.
-- :mod:`dim_keras.data`, :mod:`dim_keras.training`, :mod:`dim_keras.evaluation`,
+- :mod:`dim_keras.data`, :mod:`dim_keras.runs`, :mod:`dim_keras.evaluation`,
   :mod:`dim_keras.generation`: datasets, training runs, evaluation, generation.
 
 Importing the package does not import TensorFlow (the apps validate their

@@ -73,7 +73,7 @@ def _check_value(name, value, meta):
     if value is None:
         return
     if meta.get("choices") is not None and value not in meta["choices"]:
-        raise UsageError(f"--{name}: unknown value {_describe(value)}; choose one of {', '.join(meta['choices'])}")
+        raise UsageError(f"--{name}: unknown value {_describe(value)}; choose one of {', '.join(map(str, meta['choices']))}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{name} must be a finite number, got {value}")
@@ -257,6 +257,13 @@ class GenerateConfig:
     def check(self):
         if self.mu_p == self.mu_q:
             raise UsageError("--mu_p and --mu_q must differ")
+        if self.dataset == "folder" and not self.data_dir:
+            raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if self.feature_encoder is not None and not any(
+                os.path.isfile(os.path.join(self.feature_encoder, name))
+                for name in ("saved_model.pb", "saved_model.pbtxt")):
+            raise UsageError(f"--feature_encoder={self.feature_encoder} is not a SavedModel directory "
+                             "(no saved_model.pb); export the encoder with dim_keras.export")
 
 
 # ================================================================ evaluate
@@ -292,12 +299,33 @@ class EvaluateConfig:
     def check(self):
         if not self.encoder:
             raise UsageError("--encoder is required (a SavedModel directory or a .keras file)")
-        if not self.encoder.endswith(".keras") and not os.path.isdir(self.encoder):
-            raise UsageError(f"--encoder={self.encoder} is neither a SavedModel directory nor a .keras file")
+        if not self.encoder.endswith(".keras"):
+            if not os.path.isdir(self.encoder):
+                raise UsageError(f"--encoder={self.encoder} is neither a SavedModel directory nor a .keras file")
+            if not any(os.path.isfile(os.path.join(self.encoder, name))
+                       for name in ("saved_model.pb", "saved_model.pbtxt")):
+                raise UsageError(f"--encoder={self.encoder} holds no SavedModel (saved_model.pb); pass the "
+                                 "encoder/ directory of a training run, or a .keras file")
+        for name in ("metrics", "layers"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(values)}")
+        # The train and test splits of celeb_a carry 40 binary attributes; those of the others, classes.
+        attributes = self.dataset == "celeb_a"
+        for metric in self.metrics:
+            if metric == "attributes" and not attributes:
+                raise UsageError(f"--metrics=attributes needs attribute labels (celeb_a); {self.dataset} has "
+                                 "classes")
+            if metric in choices.LAYER_METRICS + ("semi_supervised",) and metric != "attributes" and attributes:
+                raise UsageError(f"--metrics={metric} needs class labels; celeb_a has attributes (use "
+                                 "--metrics=attributes)")
         if "semi_supervised" in self.metrics and not self.encoder.endswith(".keras"):
             raise UsageError("--metrics=semi_supervised fine-tunes the encoder: pass a .keras --encoder")
         if "neighbours" in self.metrics and not self.neighbours_png:
             raise UsageError("--metrics=neighbours needs --neighbours_png")
+        if self.output and self.neighbours_png and (os.path.abspath(self.output)
+                                                    == os.path.abspath(self.neighbours_png)):
+            raise UsageError("--output and --neighbours_png name the same file")
 
 
 # ============================================================= estimate_mi
@@ -366,6 +394,9 @@ class AblationConfig:
                 raise UsageError(f"--{name} must be low,high with low < high, got {','.join(map(str, values))}")
         if self.mode == "bayesian" and not self.max_trials:
             raise UsageError("--mode=bayesian needs --max_trials")
+        if self.mode == "grid" and not any(self.alphas) and not any(self.betas):
+            raise UsageError("--alphas and --betas are all 0: no grid point has a mutual information term "
+                             "to maximise")
 
     def all_measures(self):
         return list(dict.fromkeys(["probe_accuracy", self.objective, *self.measures]))

@@ -11,7 +11,14 @@ import dim_keras as dk
 def test_saved_model_matches_in_memory_encoder(tmp_path):
     encoder = dk.build_encoder("dcgan", (16, 16, 3), y_dim=8, widths=(8, 16, 16), fc_units=32)
     path = dk.export_encoder(encoder, str(tmp_path / "encoder"))
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".encoder-")]
+    assert os.listdir(tmp_path) == ["encoder"]  # no temporary left beside it
+    # Readable by other users (a model server): the permissions of a new directory, not mkdtemp's 0700.
+    umask = os.umask(0)
+    os.umask(umask)
+    for root, dirs, files in os.walk(path):
+        assert os.stat(root).st_mode & 0o777 == 0o777 & ~umask, root
+        for name in files:
+            assert os.stat(os.path.join(root, name)).st_mode & 0o777 == 0o666 & ~umask, name
     loaded = tf.saved_model.load(path)
     serve = loaded.signatures["serving_default"]
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ def _prepare_output_dir(path, resume):
         os.makedirs(path, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create output dir {path}: {err.strerror or err}") from None
+    io.remove_temporaries(path)  # left by a process killed while writing an export
     if not resume and os.path.exists(os.path.join(path, "checkpoints", "checkpoint")):
         raise UsageError(f"{path} already holds a run; pass --resume to continue it or choose another --output_dir")
 
