@@ -21,7 +21,7 @@ import threading
 _GLOG = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] ")
 _NOISE = re.compile(
     rb"^(?:[IW]\d{4} "
-    rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register)"
+    rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register|meta_optimizer\.cc)"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags)")
 

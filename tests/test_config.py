@@ -166,6 +166,8 @@ NATIVE_START_UP = [
     b"To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with the "
     b"appropriate compiler flags.",
     b"I0000 00:00:1795465086.222385    2000 device_compiler.h:208] Compiled cluster using XLA!",
+    # Grappler's harmless "an optional graph rewrite did not apply", logged at error level.
+    b"E0000 00:00:1795465086.6 2000 meta_optimizer.cc:967] remapper failed: INVALID_ARGUMENT: Mutation::Apply",
 ]
 
 

@@ -1,4 +1,5 @@
-"""Tests of dim_keras.generation (App. A.8-A.9 implicit generator, Table 11 baselines) and apps/generate.py.
+"""Tests of dim_keras.generation (App. A.8-A.9 implicit generator, Table 11 baselines), its run layer
+dim_keras.runs.generate and apps/generate.py.
 
 Known answers only: analytic Fréchet/KID/overlap values, analytic penalties of linear networks, SavedModel
 round-trips, and measured mode coverage on the ring of 8 Gaussians (printed with ``pytest -s``).
@@ -24,8 +25,12 @@ from dim_keras.generation import (
     build_scalar_discriminator,
     jsd_fgan_bound,
 )
+from dim_keras.config import GenerateConfig
+from dim_keras.errors import DataError, UsageError
 from dim_keras.generation import quality
 from dim_keras.generation.export import export_generator, load_generator
+from dim_keras.models import default_optimizer
+from dim_keras.runs.generate import image_grid, summary_line, train_generator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, "apps", "generate.py")
@@ -234,9 +239,9 @@ def test_implicit_generator_covers_ring_of_eight_gaussians():
     model = ImplicitPriorGenerator(generator, encoder, build_scalar_discriminator(name="t_p"),
                                    build_scalar_discriminator(name="t_q"), mu_p=1.0, mu_q=-3.0,
                                    contractive_penalty_weight=0.01, encoder_steps=2, seed=0)
-    adam = lambda **clip: keras.optimizers.Adam(2e-3, beta_1=0.5, **clip)  # noqa: E731
-    model.compile(generator_optimizer=adam(), encoder_optimizer=adam(), discriminator_optimizer=adam(clipnorm=1.0),
-                  jit_compile=True, steps_per_execution=25)
+    model.compile(generator_optimizer=default_optimizer(2e-3), encoder_optimizer=default_optimizer(2e-3),
+                  discriminator_optimizer=default_optimizer(2e-3, clipnorm=1.0), jit_compile=True,
+                  steps_per_execution=25)
     before = quality.ring_mode_coverage(model.generate(2500), std=0.05)
     model.fit(data, batch_size=128, epochs=1, verbose=0)
     after = quality.ring_mode_coverage(model.generate(2500), std=0.05)
@@ -267,50 +272,71 @@ def test_generator_savedmodel_round_trip(tmp_path):
     np.testing.assert_allclose(samples, points(z[:, :2]).numpy(), atol=1e-5)
 
 
-# -- the app --------------------------------------------------------------------------------------------
+# -- the run layer (dim_keras.runs.generate) ---------------------------------------------------------------
 
-def _run_app(*arguments, timeout=600):
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, APP, *arguments], capture_output=True, text=True, timeout=timeout,
-                          env=environment, cwd=REPO)
-
-
-@pytest.mark.parametrize("arguments, message", [
-    (["--epochs=0"], "--epochs"),
-    (["--model=vae"], "--model"),
-    (["--mu_p=1", "--mu_q=1"], "differ"),
-    (["--dataset=no_such_dataset", "--output_dir=unused"], "no_such_dataset"),
-])
-def test_app_rejects_bad_input_with_one_line_and_exit_code_2(arguments, message):
-    result = _run_app(*arguments)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("generate.py: error:") and message in last_line
+# Tiny networks and few steps: the library tests check the plumbing, not the quality.
+TINY = dict(dataset="digits", epochs=1, steps_per_epoch=2, batch_size=16, z_dim=8, base_filters=4,
+            num_eval_samples=64, verbose=0, jit_compile=False)
 
 
-def test_app_help():
-    result = _run_app("--help")
-    assert "--architecture" in result.stdout and "--feature_encoder" in result.stdout
+def test_image_grid_tiles_with_a_white_border():
+    images = np.stack([np.full((3, 2, 1), value, np.uint8) for value in range(4)])
+    grid = image_grid(images, side=2, padding=1)
+    assert grid.shape == (2 * 4 + 1, 2 * 3 + 1, 1) and grid.dtype == np.uint8
+    assert np.all(grid[0] == 255) and np.all(grid[:, 0] == 255)  # border
+    assert np.all(grid[1:4, 1:3] == 0) and np.all(grid[1:4, 4:6] == 1) and np.all(grid[5:8, 4:6] == 3)
+
+
+def test_run_rejects_data_and_feature_encoder_problems_with_usage_errors(tmp_path):
+    with pytest.raises(DataError, match="cifar10: no data found"):
+        train_generator(GenerateConfig(**dict(TINY, dataset="cifar10"), data_dir=str(tmp_path),
+                                       output_dir=str(tmp_path / "out")))
+    with pytest.raises(UsageError, match="--batch_size=100000 exceeds the 1"):
+        train_generator(GenerateConfig(**dict(TINY, batch_size=100_000), output_dir=str(tmp_path / "out")))
+    from PIL import Image
+
+    for index in range(40):  # 64x64 images: too large for the DCGAN networks
+        (tmp_path / "large" / f"class_{index % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (index, 0, 0)).save(tmp_path / "large" / f"class_{index % 2}" / f"{index}.png")
+    with pytest.raises(UsageError, match="--architecture=dcgan does not fit folder images"):
+        train_generator(GenerateConfig(**dict(TINY, dataset="folder"), data_dir=str(tmp_path / "large"),
+                                       output_dir=str(tmp_path / "out")))
+
+    from dim_keras.export import export_encoder
+
+    def exported(side, name):
+        images = keras.Input((side, side, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(images)
+        encoder = keras.Model(images, {"fc": keras.layers.Dense(4)(pooled), "y": pooled})
+        return export_encoder(encoder, str(tmp_path / name))
+
+    for path, name, message in [(exported(8, "small"), "fc", "shape"), (exported(32, "fits"), "conv", "no output")]:
+        with pytest.raises(UsageError, match=message) as caught:
+            train_generator(GenerateConfig(**TINY, feature_encoder=path, feature_name=name,
+                                           output_dir=str(tmp_path / "out")))
+        assert str(caught.value).startswith(f"--feature_encoder={path}: ") and "\n" not in str(caught.value)
+    assert not (tmp_path / "out" / "generator").exists()
 
 
 @pytest.mark.slow
-def test_app_trains_on_digits_and_exports(tmp_path):
+def test_train_generator_on_digits_writes_every_output(tmp_path):
     """A short digits run (120 generator updates, no XLA: its compile time would dominate): sample grids,
     histograms, per-epoch distances in metrics.json and TensorBoard, a generator SavedModel.
 
-    Measured here: Fréchet distance 4.66 (untrained G, epoch 0) -> 3.75, 0.93, 0.79; the fall from the untrained
+    Measured here: Fréchet distance 4.66 (untrained G, epoch 0) -> 3.75, 0.93, 0.64; the fall from the untrained
     generator's near-constant grey images is large, so only last < first is asserted (not monotonicity)."""
     output_dir = tmp_path / "run"
-    result = _run_app("--dataset=digits", "--model=implicit", "--architecture=dcgan", "--epochs=3",
-                      "--steps_per_epoch=40", "--batch_size=32", "--z_dim=32", "--base_filters=16",
-                      "--learning_rate=5e-4", "--num_eval_samples=300", "--verbose=0", "--nojit_compile",
-                      f"--output_dir={output_dir}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    lines = []
+    config = GenerateConfig(dataset="digits", model="implicit", architecture="dcgan", epochs=3, steps_per_epoch=40,
+                            batch_size=32, z_dim=32, base_filters=16, learning_rate=5e-4, num_eval_samples=300,
+                            verbose=0, jit_compile=False, output_dir=str(output_dir))
+    history = train_generator(config, log=lines.append)
+    assert lines == []  # verbose=0
     for epoch in range(4):
         assert (output_dir / "samples" / f"epoch_{epoch:03d}.png").is_file()
         assert (output_dir / "histograms" / f"epoch_{epoch:03d}.png").is_file()
     metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(history))  # the returned history is metrics.json
     distances = [record["frechet_distance"] for record in metrics["epochs"]]
     kids = [record["kernel_distance"] for record in metrics["epochs"]]
     print(f"digits Frechet distance per epoch {np.round(distances, 4).tolist()}, KID {np.round(kids, 5).tolist()}")
@@ -318,7 +344,91 @@ def test_app_trains_on_digits_and_exports(tmp_path):
     assert all(np.isfinite(distances)) and all(np.isfinite(kids))
     assert distances[-1] < distances[0]
     assert "generator_loss" in metrics["epochs"][-1]
+    assert metrics["config"]["model"] == "implicit" and metrics["config"]["steps_per_epoch"] == 40
     loaded = load_generator(str(output_dir / "generator"))
     images = loaded.sample(5, seed=0)
     assert images.dtype == np.uint8 and images.shape == (5, 32, 32, 3)
     assert any((output_dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert not [path for path in output_dir.rglob("*") if ".tmp-" in path.name]  # every write was atomic
+    assert summary_line(history, config) == (
+        f"frechet_distance {distances[0]:.4f} (epoch 0) -> {distances[-1]:.4f} (epoch 3); "
+        f"generator exported to {output_dir / 'generator'}")
+
+
+@pytest.mark.parametrize("model", ["nsgan_cp", "wgan_gp"])
+def test_train_generator_runs_the_baselines(tmp_path, model):
+    lines = []
+    history = train_generator(GenerateConfig(**dict(TINY, model=model, verbose=2), output_dir=str(tmp_path)),
+                              log=lines.append)
+    assert [record["epoch"] for record in history["epochs"]] == [0, 1]
+    assert len(lines) == 1 and lines[0].startswith("epoch 1: frechet_distance=")
+    assert (tmp_path / "histograms" / "epoch_001.png").is_file() and (tmp_path / "generator").is_dir()
+
+
+# -- the app --------------------------------------------------------------------------------------------
+
+# Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
+# TensorFlow would have started (see tests/test_train_app.py).
+WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def _run_app(*arguments, timeout=600, tensorflow=True):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    command = [sys.executable, APP] if tensorflow else [sys.executable, "-c", WITHOUT_TENSORFLOW, APP]
+    return subprocess.run(command + list(arguments), capture_output=True, text=True, timeout=timeout,
+                          env=environment, cwd=REPO)
+
+
+def _assert_usage_error(result, message):
+    """Exactly one line on stderr, ``generate.py: error: ...``, exit code 2."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("generate.py: error:") and message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--epochs=0"], "--epochs"),
+    (["--model=vae"], "--model"),
+    (["--mu_p=1", "--mu_q=1"], "differ"),
+    (["--dataset=no_such_dataset", "--output_dir=unused"], "no_such_dataset"),
+    (["--learning_rate=0"], "--learning_rate"),
+    (["--feature_name=logits"], "--feature_name"),
+    (["--dataset=folder"], "--data_dir"),
+    (["--batch_size=four"], "--batch_size"),
+    (["surplus"], "unexpected arguments: surplus"),
+])
+def test_app_rejects_bad_flags_before_tensorflow(arguments, message):
+    _assert_usage_error(_run_app(*arguments, tensorflow=False), message)
+
+
+def test_app_rejects_bad_paths_before_tensorflow(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    _assert_usage_error(_run_app(f"--output_dir={blocker}/run", tensorflow=False),
+                        f"{blocker} is a file, not a directory")
+    _assert_usage_error(_run_app(f"--feature_encoder={tmp_path}/missing", tensorflow=False),
+                        f"--feature_encoder={tmp_path}/missing does not exist")
+    _assert_usage_error(_run_app(f"--feature_encoder={tmp_path}", tensorflow=False), "not a SavedModel directory")
+    _assert_usage_error(_run_app(f"--data_dir={blocker}", tensorflow=False), "is a file, not a directory")
+
+
+def test_app_reports_missing_data_in_one_line(tmp_path):
+    result = _run_app("--dataset=cifar10", f"--data_dir={tmp_path}", f"--output_dir={tmp_path}/out")
+    _assert_usage_error(result, "cifar10: no data found")
+    assert not (tmp_path / "out").exists()
+
+
+def test_app_help():
+    result = _run_app("--help", tensorflow=False)
+    assert "--architecture" in result.stdout and "--feature_encoder" in result.stdout
+
+
+def test_app_trains_and_prints_one_summary_line(tmp_path):
+    result = _run_app("--epochs=1", "--steps_per_epoch=2", "--batch_size=16", "--z_dim=8", "--base_filters=4",
+                      "--num_eval_samples=64", "--verbose=0", "--nojit_compile", f"--output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1].startswith("frechet_distance ")
+    assert f"generator exported to {tmp_path / 'generator'}" in result.stdout
+    assert (tmp_path / "samples" / "epoch_001.png").is_file() and (tmp_path / "generator").is_dir()

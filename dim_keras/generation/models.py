@@ -18,13 +18,15 @@ style, and metrics as ``keras.metrics.Mean`` trackers listed by ``metrics``. ``m
 Regularisation follows App. A.9: "the contractive penalty ... on the encoder, gradient clipping on the
 discriminators, and no regularization on the generator". The contractive penalty (Rifai et al., 2011; the R1
 penalty of Mescheder et al., 2018) is ``E_x ||dE(x)/dx||^2`` on real samples; gradient clipping is a property of
-the discriminator optimizer (pass ``keras.optimizers.Adam(..., clipnorm=...)``), so it is left to the caller.
+the discriminator optimizer (pass ``dim_keras.models.default_optimizer(learning_rate, clipnorm=...)``), so it is left
+to the caller.
 """
 
 import keras
 import tensorflow as tf
 
 from dim_keras.estimators import jsd_negative_term, jsd_positive_term
+from dim_keras.models import default_optimizer
 
 _PACKAGE = "dim_keras"
 
@@ -98,7 +100,8 @@ class _GeneratorEncoderModel(keras.Model):
     # -- compile -----------------------------------------------------------------------------------
     def _compile_optimizers(self, optimizers, networks, **kwargs):
         for name, optimizer in optimizers.items():
-            setattr(self, name, keras.optimizers.get(optimizer))
+            # Unset players get DIM's Adam (lr 1e-4, beta_1 0.5), also Gulrajani et al.'s for the GANs.
+            setattr(self, name, default_optimizer() if optimizer is None else keras.optimizers.get(optimizer))
         # The generator's optimizer is "the" optimizer for Keras; otherwise Keras builds an unused default one
         # over every variable. Building each optimizer on its own variables now also makes them usable under
         # MirroredStrategy (keras-team/keras #19246).
@@ -213,11 +216,11 @@ class ImplicitPriorGenerator(_GeneratorEncoderModel):
             self.encoded_fake_tracker,
         ]
 
-    def compile(
-        self, generator_optimizer="adam", encoder_optimizer="adam", discriminator_optimizer="adam", **kwargs
-    ):
-        """One optimizer per player. Clip the discriminators' gradients (App. A.9) through
-        ``discriminator_optimizer``'s ``clipnorm``/``clipvalue``."""
+    def compile(self, generator_optimizer=None, encoder_optimizer=None, discriminator_optimizer=None, **kwargs):
+        """One optimizer per player (default: ``default_optimizer()``). Clip the discriminators' gradients
+        (App. A.9) through ``discriminator_optimizer``'s ``clipnorm``/``clipvalue``; the default clips at 1."""
+        if discriminator_optimizer is None:
+            discriminator_optimizer = default_optimizer(clipnorm=1.0)
         self._compile_optimizers(
             {
                 "generator_optimizer": generator_optimizer,
@@ -309,7 +312,7 @@ class ImplicitPriorGenerator(_GeneratorEncoderModel):
 class _TwoPlayerModel(_GeneratorEncoderModel):
     """A generator against one encoder/critic: the comparison GANs of Table 11."""
 
-    def compile(self, generator_optimizer="adam", encoder_optimizer="adam", **kwargs):
+    def compile(self, generator_optimizer=None, encoder_optimizer=None, **kwargs):
         self._compile_optimizers(
             {"generator_optimizer": generator_optimizer, "encoder_optimizer": encoder_optimizer},
             {"generator_optimizer": [self.generator], "encoder_optimizer": [self.encoder]},

@@ -196,7 +196,7 @@ def encoder_feature_extractor(path, feature="fc"):
     def extract(images):
         images = np.asarray(images)
         if images.dtype != np.uint8:
-            images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
+            images = to_uint8(images)
         outputs = encoder(images)
         if isinstance(outputs, dict):
             if feature not in outputs:
@@ -206,6 +206,11 @@ def encoder_feature_extractor(path, feature="fc"):
         return outputs.reshape(outputs.shape[0], -1)
 
     return extract
+
+
+def to_uint8(images):
+    """Float images in [0, 1] -> uint8 pixels ``round(255 x)``, clipped to [0, 255]."""
+    return np.clip(np.round(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
 
 
 def compute_features(extractor, images, batch_size=256):
