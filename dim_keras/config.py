@@ -202,6 +202,12 @@ class TrainConfig:
             raise UsageError("--alpha and --beta are both 0: there is no mutual information term to maximise")
         if self.resume and not self.output_dir:
             raise UsageError("--resume needs the --output_dir of the run to resume")
+        has_run = bool(self.output_dir) and os.path.exists(os.path.join(self.output_dir, "checkpoints", "checkpoint"))
+        if self.resume and not has_run:
+            raise UsageError(f"--resume: {self.output_dir} holds no run to resume (no checkpoints/checkpoint)")
+        if not self.resume and has_run:
+            raise UsageError(f"{self.output_dir} already holds a run; pass --resume to continue it or choose "
+                             "another --output_dir")
         if self.dataset == "folder" and not self.data_dir:
             raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
 
@@ -410,10 +416,12 @@ class BenchmarkConfig:
     The model settings are a :class:`TrainConfig`, so the benchmark times
     exactly the model that ``apps/train.py`` trains.
     """
-    mode: str = setting("training", "training: time training steps; sweep: every combination of the --sweep_* "
-                        "lists, each in a fresh subprocess; data_pipeline: the tf.data input pipeline alone; "
-                        "matmul_peak: a chain of [4096, D] x [D, D] matmuls (the critic's dominant GEMM).",
-                        choices=choices.BENCHMARK_MODES)
+    mode: str = setting("training", "training: time training steps; sweep: one training benchmark per "
+                        "combination of the --sweep_* lists (they set --estimator, --local_critic, --local_samples "
+                        "and --batch_size), each in a fresh subprocess, as a markdown table; data_pipeline: the "
+                        "tf.data input pipeline alone; matmul_peak: a chain of [4096, D] x [D, D] matmuls (D = "
+                        "--embedding_dim, the critic's dominant GEMM) in the --mixed_precision dtype, and the "
+                        "images/s ceiling it implies.", choices=choices.BENCHMARK_MODES)
     image_size: int = setting(32, "Side of the square random images.", minimum=8)
     steps: int = setting(20, "Timed training steps.", minimum=1)
     warmup: int = setting(3, "Untimed steps first (tracing, XLA compilation, allocator warm-up).", minimum=1)
@@ -437,9 +445,12 @@ class BenchmarkConfig:
               "jit_compile", "seed"))
 
     def check(self):
+        if self.mode == "sweep" and self.model.local_samples is not None:
+            raise UsageError("--mode=sweep sets the local samples of each run from --sweep_local_samples; "
+                             "drop --local_samples")
         if self.compare_torch:
             if self.mode != "training":
-                raise UsageError("--compare_torch goes with --mode=training")
+                raise UsageError(f"--compare_torch goes with --mode=training, not --mode={self.mode}")
             check_torch_comparable(self)
 
 
@@ -451,9 +462,11 @@ def check_torch_comparable(config):
                          "--estimator=jsd or infonce")
     if model.alpha != 0 or model.beta == 0 or model.local_samples:
         raise UsageError("--compare_torch reproduces DIM(L): it needs --alpha=0, --beta>0 and no --local_samples")
-    if model.encoder not in ("auto", "dcgan") or config.image_size < 16 or config.image_size % 8:
-        raise UsageError("--compare_torch uses the authors' CIFAR encoder: --encoder=dcgan/auto and an image size "
-                         "that is a multiple of 8 (32 in the paper)")
+    # --encoder=auto picks the dcgan encoder for 29-63 px images (dim_keras.encoders.auto_encoder_name).
+    dcgan = model.encoder == "dcgan" or (model.encoder == "auto" and 28 < config.image_size < 64)
+    if not dcgan or config.image_size < 16 or config.image_size % 8:
+        raise UsageError("--compare_torch uses the authors' CIFAR encoder: it needs the dcgan encoder (--encoder="
+                         "dcgan, or auto at 32 to 56 px) and an image size that is a multiple of 8 (32 in the paper)")
     if model.prior != "uniform":
         raise UsageError("--compare_torch reproduces the authors' uniform prior: it needs --prior=uniform")
 
@@ -468,6 +481,7 @@ class TorchReferenceConfig:
     steps: int = setting(20, "Timed training steps.", minimum=1)
     warmup: int = setting(3, "Untimed steps first (allocator and kernel-selection warm-up).", minimum=0)
     embedding_dim: int = setting(2048, "Units of MI1x1ConvNet / MIFCNet (2048 in the paper).", minimum=1)
+    y_dim: int = setting(64, "Size of the representation Y (64 in the paper).", minimum=1)
     gamma: float = setting(0.1, "Weight of the prior-matching term (0 switches the discriminator off).",
                            minimum=0.0)
     prior_gradient_penalty: float = setting(0.0, "Weight of the authors' gradient penalty on the "

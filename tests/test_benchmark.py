@@ -1,42 +1,64 @@
-"""Tests of apps/benchmark.py: output formats (subprocess runs with tiny settings), the analytic FLOP
-count against hand-computed values, and the one-line exit-2 convention.  No timing is asserted."""
+"""Tests of the benchmark (dim_keras.runs.benchmark, apps/benchmark.py) and the PyTorch reference
+(dim_keras.runs.torch_reference, apps/torch_reference.py): output formats with tiny settings, the analytic
+FLOP count against hand-computed values, the shared timing helpers, and the one-line exit-2 convention
+before TensorFlow starts.  No timing is asserted."""
 
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APPS = os.path.join(REPO, "apps")
-BENCHMARK = os.path.join(APPS, "benchmark.py")
+from dim_keras import cli
+from dim_keras.config import BenchmarkConfig, TorchReferenceConfig, TrainConfig, validate
+from dim_keras.errors import UsageError
+from dim_keras.runs import benchmark as bench
+from dim_keras.runs import timing, torch_reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK_APP = os.path.join(ROOT, "apps", "benchmark.py")
+TORCH_APP = os.path.join(ROOT, "apps", "torch_reference.py")
 # Tiny and XLA-free: compiling is what a 2-step run spends its time on.
 TINY = ["--image_size=16", "--batch_size=8", "--steps=2", "--warmup=1", "--embedding_dim=16", "--nojit_compile"]
+TORCH_TINY = ["--image_size=16", "--batch_size=4", "--steps=2", "--warmup=1", "--embedding_dim=16"]
+# Runs an app with TensorFlow and Keras made unimportable (see tests/test_train_app.py).
+WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def _run(*args, timeout=240):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, BENCHMARK, *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=timeout)
+def tiny_config(**settings):
+    """BenchmarkConfig of TINY; ``settings`` override BenchmarkConfig fields."""
+    model = TrainConfig(batch_size=8, embedding_dim=16, jit_compile=False)
+    return BenchmarkConfig(**{"image_size": 16, "steps": 2, "warmup": 1, "model": model, **settings})
 
 
-def _import_benchmark():
-    sys.path.insert(0, APPS)
-    try:
-        import benchmark
-    finally:
-        sys.path.remove(APPS)
-    return benchmark
+def _run(app, *args, timeout=240):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, app, *args], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=timeout)
 
 
-def test_json_last_line_has_the_fields():
-    completed = _run(*TINY, "--json")
+def _run_without_tensorflow(app, *args):
+    return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, app, *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def _last_json(completed):
     assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- the app
+def test_json_last_line_has_the_fields():
+    result = _last_json(_run(BENCHMARK_APP, *TINY, "--json"))
     for field in ("images_per_s", "step_ms_median", "step_ms_p90", "peak_memory_mb", "device", "config",
                   "gflop_per_image", "achieved_gflop_per_s", "cifar10_epoch_s"):
         assert field in result, field
+    assert result["mode"] == "training"
     assert result["images_per_s"] > 0
     assert result["step_ms_p90"] >= result["step_ms_median"] > 0
     assert result["peak_memory_mb"] > 0
@@ -47,7 +69,7 @@ def test_json_last_line_has_the_fields():
 
 
 def test_sweep_prints_a_markdown_table():
-    completed = _run(*TINY, "--sweep", "--sweep_batch_sizes=4", "--sweep_critics=bilinear",
+    completed = _run(BENCHMARK_APP, *TINY, "--mode=sweep", "--sweep_batch_sizes=4", "--sweep_critics=bilinear",
                      "--sweep_estimators=infonce")
     assert completed.returncode == 0, completed.stderr[-2000:]
     lines = [line for line in completed.stdout.strip().splitlines() if line.startswith("|")]
@@ -61,42 +83,97 @@ def test_sweep_prints_a_markdown_table():
     assert float(cells[header.index("images/s")]) > 0
 
 
-def test_data_pipeline_json():
-    completed = _run("--data_pipeline", "--image_size=16", "--batch_size=8", "--steps=3", "--warmup=1", "--json")
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert result["mode"] == "data_pipeline" and result["images_per_s"] > 0
-    assert result["config"]["image_size"] == 16 and result["config"]["source_image_size"] == 18
-
-
-@pytest.mark.parametrize("args", [["--batch_size=1"], ["--estimator=mine"], ["--sweep_critics=nope", "--sweep"],
-                                  ["--mixed_precision=fp8"], ["--sweep", "--data_pipeline"],
-                                  ["--compare_torch", "--local_critic=bilinear"], ["--steps=2", "extra"]])
-def test_bad_flags_exit_2_with_one_line(args):
+@pytest.mark.parametrize("args,fragment", [
+    (["--batch_size=1"], "--batch_size must be >= 2"),
+    (["--estimator=mine"], "--estimator: unknown value 'mine'"),
+    (["--mode=sweep", "--sweep_critics=nope"], "--sweep_critics: unknown value 'nope'"),
+    (["--sweep_batch_sizes=1"], "--sweep_batch_sizes must be >= 2"),
+    (["--mixed_precision=fp8"], "--mixed_precision: unknown value 'fp8'"),
+    (["--mixed_precision=mixed_float16"], "--mixed_precision: unknown value"),  # train.py's spellings only
+    (["--mode=nope"], "--mode: unknown value 'nope'"),
+    (["--sweep"], "Unknown command line flag 'sweep'"),  # the old boolean modes are gone
+    (["--mode=sweep", "--local_samples=4"], "--sweep_local_samples"),
+    (["--mode=data_pipeline", "--compare_torch"], "--compare_torch goes with --mode=training"),
+    (["--compare_torch", "--local_critic=bilinear"], "--local_critic=dot"),
+    (["--compare_torch", "--image_size=24"], "dcgan encoder"),  # auto picks the small encoder below 29 px
+    (["--compare_torch", "--prior=gaussian"], "--prior=uniform"),
+    (["--steps=2", "extra"], "unexpected arguments: extra"),
+])
+def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, fragment):
     """Rejected before TensorFlow is imported: nothing but the one message on stderr."""
-    completed = _run(*args, timeout=60)
-    assert completed.returncode == 2
+    completed = _run_without_tensorflow(BENCHMARK_APP, *args)
+    assert completed.returncode == 2, completed.stderr[-2000:]
     lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("benchmark: ")
+    assert len(lines) == 1 and lines[0].startswith("benchmark.py: error: "), completed.stderr[-2000:]
+    assert fragment in lines[0]
     assert completed.stdout == ""
 
 
+def test_library_modules_import_without_tensorflow():
+    """The sweep's parent process and the torch reference never load TensorFlow."""
+    code = ("import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+            "import dim_keras.runs.benchmark, dim_keras.runs.torch_reference, dim_keras.runs.timing; print('ok')")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert completed.returncode == 0 and completed.stdout.strip() == "ok", completed.stderr[-2000:]
+
+
+def test_torch_app_bad_flag_exit_2_with_one_line():
+    completed = _run_without_tensorflow(TORCH_APP, "--image_size=20")
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == ["torch_reference.py: error: --image_size must be a multiple "
+                                                     "of 8, got 20"]
+
+
+def test_torch_app_needs_no_tensorflow():
+    """With torch it times the step with TF unimportable; without, it says so in one line (exit 2)."""
+    completed = _run_without_tensorflow(TORCH_APP, *TORCH_TINY, "--json")
+    if importlib.util.find_spec("torch") is None:
+        assert completed.returncode == 2
+        assert completed.stderr.strip().splitlines() == [
+            "torch_reference.py: error: PyTorch is not installed (pip install torch)"]
+    else:
+        result = _last_json(completed)
+        assert result["implementation"] == "torch_reference" and result["images_per_s"] > 0
+
+
+# --------------------------------------------------------------------------- the library
+def test_data_pipeline_result():
+    result = bench.benchmark(tiny_config(mode="data_pipeline", steps=3))
+    assert result["mode"] == "data_pipeline" and result["images_per_s"] > 0
+    assert result["config"]["image_size"] == 16 and result["config"]["source_image_size"] == 18
+    assert "data pipeline" in bench.summary(result)
+
+
+def test_matmul_peak_result():
+    result = bench.benchmark(tiny_config(mode="matmul_peak"))
+    assert result["mode"] == "matmul_peak" and result["gflop_per_s"] > 0
+    assert result["gemm"] == "8 x [4096, 16] x [16, 16] float32"
+    assert result["images_per_s_ceiling"] == pytest.approx(result["gflop_per_s"] / result["gflop_per_image"])
+    assert bench.summary(result).startswith("matmul peak")
+
+
+def test_an_image_size_the_encoder_cannot_take_is_a_usage_error():
+    config = tiny_config(image_size=12)
+    config.model.encoder = "dcgan"
+    with pytest.raises(UsageError, match="dcgan encoder"):
+        bench.benchmark(config)
+
+
 def test_flag_choices_match_the_library():
-    benchmark = _import_benchmark()
     from dim_keras import critics, encoders, estimators
-    assert tuple(benchmark.ESTIMATORS) == tuple(estimators.ESTIMATORS)
-    assert tuple(benchmark.CRITICS) == tuple(critics.CRITICS)
-    assert tuple(benchmark.ENCODERS) == tuple(encoders.ENCODERS)
+    fields = {field.name: field for field, _, _ in cli.flag_fields(BenchmarkConfig)}
+    assert tuple(fields["estimator"].metadata["choices"]) == tuple(estimators.ESTIMATORS)
+    assert tuple(fields["local_critic"].metadata["choices"]) == tuple(critics.CRITICS)
+    assert tuple(fields["encoder"].metadata["choices"]) == tuple(encoders.ENCODERS)
+    assert tuple(fields["sweep_estimators"].metadata["choices"]) == tuple(estimators.ESTIMATORS)
+    assert tuple(fields["sweep_critics"].metadata["choices"]) == tuple(critics.CRITICS)
 
 
 def test_flop_count_of_the_paper_configuration():
     """DCGAN encoder (Table 1), 2048-unit encode-and-dot critic, batch 64, 32x32, gamma 0.1."""
-    from absl import flags
-    benchmark = _import_benchmark()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["benchmark"])
-    model, _ = benchmark.build_model(dict(benchmark.config_from_flags(), jit_compile=False))
-    flops = benchmark.training_flops_per_image(model, batch_size=64)
+    model, encoder_name = bench.build_benchmark_model(BenchmarkConfig())
+    assert encoder_name == "dcgan"
+    flops = bench.training_flops_per_image(model, batch_size=64)
     parts = flops["parts"]
     # conv 3->64 (16x16), 64->128 (8x8), 128->256 (4x4), all 4x4 kernels; fc 4096->1024; y 1024->64.
     assert parts["encoder"] == (2 * 16 * 16 * 16 * 3 * 64 + 2 * 8 * 8 * 16 * 64 * 128
@@ -108,11 +185,66 @@ def test_flop_count_of_the_paper_configuration():
     assert parts["prior_discriminator"] == 3 * 2 * (64 * 1000 + 1000 * 200 + 200)
     assert flops["training"] == 3 * flops["forward"]
     assert flops["training"] / 1e9 == pytest.approx(2.02, abs=0.01)  # "about 2 GFLOP per image"
+    # The torch reference counts its step the same way (no torch needed for the count).
+    assert torch_reference.training_flops_per_image() == flops["training"]
 
 
+def test_command_lines_give_back_the_config():
+    """The sweep's and --compare_torch's subprocesses get flags that rebuild the config exactly."""
+    config = tiny_config(mode="sweep", threads=1, sweep_batch_sizes=(4, 8), sweep_local_samples=(0, 16))
+    config.model = dataclasses.replace(config.model, mixed_precision="bfloat16", alpha=0.5, y_dim=32)
+    for original in (config, *(run for _, run in bench.sweep_configs(config))):
+        values = flags.FlagValues()
+        cli.define_flags(BenchmarkConfig, flag_values=values)
+        values(["benchmark.py", *bench.command_line(original)])
+        assert cli.config_from_flags(BenchmarkConfig, flag_values=values) == original
+    runs = [run for _, run in bench.sweep_configs(config)]
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert {run.model.local_samples for run in runs} == {None, 16}
+    assert all(run.mode == "training" and run.json for run in runs)
+
+    torch_config = bench.torch_config(BenchmarkConfig(compare_torch=True, steps=5, threads=2))
+    validate(torch_config)
+    values = flags.FlagValues()
+    cli.define_flags(TorchReferenceConfig, flag_values=values)
+    values(["torch_reference.py", *bench.command_line(torch_config)])
+    assert cli.config_from_flags(TorchReferenceConfig, flag_values=values) == torch_config
+    assert (torch_config.steps, torch_config.threads, torch_config.json) == (5, 2, True)
+
+
+# --------------------------------------------------------------------------- timing helpers
 def test_percentile_matches_numpy():
     import numpy as np
-    benchmark = _import_benchmark()
     values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
     for q in (0, 50, 90, 100):
-        assert benchmark._percentile(values, q) == pytest.approx(np.percentile(values, q))
+        assert timing.percentile(values, q) == pytest.approx(np.percentile(values, q))
+
+
+def test_step_figures():
+    stats = timing.step_stats([0.5, 0.25, 1.0], batch_size=10)
+    assert stats["images_per_s"] == pytest.approx(20.0)  # batch / median step time
+    assert stats["images_per_s_mean"] == pytest.approx(30 / 1.75)
+    assert (stats["step_ms_median"], stats["step_ms_min"]) == (pytest.approx(500.0), pytest.approx(250.0))
+    assert stats["cifar10_epoch_s"] == pytest.approx(50000 / 20.0)
+    cpu = timing.cpu_time_fields([2.0, 1.0, 3.0], batch_size=10, threads=2, training_flops_per_image=1e9)
+    assert cpu == {"cpu_ms_per_step_median": pytest.approx(2000.0), "gflop_per_cpu_s": pytest.approx(5.0),
+                   "images_per_s_idle_estimate": pytest.approx(10.0)}
+    calls = []
+    wall_s, cpu_s = timing.time_steps(lambda: calls.append("step"), steps=3, warmup=2,
+                                      after_warmup=lambda: calls.append("reset"))
+    assert calls == ["step", "step", "reset", "step", "step", "step"]
+    assert len(wall_s) == len(cpu_s) == 3 and min(wall_s) >= 0
+
+
+# --------------------------------------------------------------------------- torch reference
+@pytest.mark.parametrize("estimator", ["jsd", "infonce"])
+def test_torch_reference_result(estimator):
+    pytest.importorskip("torch")
+    config = TorchReferenceConfig(estimator=estimator, image_size=16, batch_size=4, steps=2, warmup=1,
+                                  embedding_dim=16, device="cpu", threads=1)
+    result = torch_reference.torch_reference(config)
+    assert result["images_per_s"] == pytest.approx(4 / (result["step_ms_median"] / 1e3))
+    assert result["gflop_per_image"] == pytest.approx(
+        torch_reference.training_flops_per_image(16, 16, 4, 0.1) / 1e9)
+    assert result["config"]["estimator"] == estimator and result["cpu_ms_per_step_median"] > 0
+    assert torch_reference.summary(result).startswith(f"torch reference DIM(L) {estimator} batch 4")

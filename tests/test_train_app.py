@@ -58,6 +58,7 @@ def assert_usage_error(result, *fragments):
     (["--data_dir=/nonexistent/dim"], "does not exist"),
     (["--dataset=cifar10", "--data_dir=/nonexistent/dim"], "does not exist"),
     (["--resume"], "--output_dir"),
+    (["--resume", "--output_dir=/tmp"], "holds no run to resume"),
     (["positional"], "unexpected"),
 ])
 def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, fragment):

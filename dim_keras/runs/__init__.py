@@ -6,6 +6,8 @@
 - :func:`dim_keras.runs.estimate_mi.estimate_mi` (EstimateMIConfig): MINE's Gaussian check
 - :func:`dim_keras.runs.ablation.search` (AblationConfig): the keras-tuner alpha/beta/gamma ablation
 - :func:`dim_keras.runs.benchmark.benchmark` (BenchmarkConfig): throughput, FLOPs, memory
+- :func:`dim_keras.runs.torch_reference.torch_reference` (TorchReferenceConfig): the authors' DIM(L) step in
+  PyTorch, timed the same way (TF-free, like :mod:`dim_keras.runs.timing`, the harness both share)
 
 Each takes a validated config of :mod:`dim_keras.config` and returns a dict;
 user mistakes found late (corrupt data) raise :class:`dim_keras.errors.UsageError`.

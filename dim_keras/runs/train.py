@@ -19,14 +19,13 @@ from dim_keras.export import export_encoder, load_encoder
 from dim_keras.models import DeepInfoMax, default_optimizer
 
 
-def _prepare_output_dir(path, resume):
+def _prepare_output_dir(path):
+    """Creates ``path`` (TrainConfig.check has already matched --resume with what it holds)."""
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create output dir {path}: {err.strerror or err}") from None
     io.remove_temporaries(path)  # left by a process killed while writing an export
-    if not resume and os.path.exists(os.path.join(path, "checkpoints", "checkpoint")):
-        raise UsageError(f"{path} already holds a run; pass --resume to continue it or choose another --output_dir")
 
 
 def make_strategy(name):
@@ -131,7 +130,7 @@ def train(config, extra_callbacks=(), log=print):
     validate(config)
     config.output_dir = config.output_dir or config.default_output_dir()
     split, defaults, input_shape = load_pretraining_data(config)
-    _prepare_output_dir(config.output_dir, config.resume)
+    _prepare_output_dir(config.output_dir)
     epochs = config.resolved_epochs()
     if config.verbose:
         log(device_summary())

@@ -1,0 +1,545 @@
+"""Throughput benchmark of DeepInfoMax training steps (images/s, step time, peak memory, FLOPs).
+
+:func:`benchmark` takes a :class:`dim_keras.config.BenchmarkConfig` and runs
+one of its modes; :func:`summary` formats the result for the terminal.
+
+- ``training``: times whole training steps of the model ``apps/train.py``
+  trains (:func:`dim_keras.runs.train.build_model` with the config's
+  :class:`TrainConfig`) on random data after a warm-up.  ``model.fit`` runs
+  over a repeated in-memory ``tf.data`` dataset and a Keras callback stamps the
+  wall clock at the end of every batch.  The callback is not ``async_safe``,
+  so Keras converts each step's logs to Python floats before calling it: the
+  host waits for the step to finish and asynchronous dispatch cannot hide
+  device time.  Per-step times are the differences of these stamps; images/s
+  is ``batch_size / median step time``.  Besides the times it reports an
+  analytic FLOP count per training image (forward FLOPs of encoder, critics
+  and prior discriminator from their layer shapes, training ~ 3x forward) and
+  the achieved GFLOP/s.  ``compare_torch`` also times ``apps/torch_reference.py``
+  (:mod:`dim_keras.runs.torch_reference`, the authors' DIM(L) step in PyTorch)
+  in a fresh process with the same batch size and thread count.
+- ``sweep``: one ``training`` benchmark per combination of the ``sweep_*``
+  lists, each in a fresh ``apps/benchmark.py`` process (so process peak memory
+  and the dtype policy start clean); :func:`summary` makes a markdown table.
+- ``data_pipeline``: the ``tf.data`` input pipeline alone.
+- ``matmul_peak``: the GFLOP/s of the critic's dominant GEMM shape and the
+  images/s ceiling it implies.
+
+TensorFlow is imported by the modes that need it, not by this module.
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from dim_keras import cli
+from dim_keras.config import TorchReferenceConfig, validate
+from dim_keras.errors import UsageError, first_line
+from dim_keras.runs import timing
+
+APPS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "apps")
+MATMUL_CHAIN = 8
+MATMUL_ROWS = 4096  # 64 images x 64 locations: the local embedding's rows at batch 64
+PRECISION_DTYPES = {"off": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+SWEEP_COLUMNS = ("estimator", "critic", "local samples", "batch", "images/s", "step ms (median)",
+                 "step ms (p90)", "peak MB", "GFLOP/img", "GFLOP/s")
+
+
+def benchmark(config):
+    """Runs the benchmark ``config.mode`` describes; returns its result dict (JSON-ready).
+
+    Raises UsageError for settings the model cannot take (an image size its encoder cannot read).
+    """
+    validate(config)
+    if config.mode == "sweep":
+        return {"mode": "sweep", "rows": run_sweep(config)}
+    if config.mode == "data_pipeline":
+        return benchmark_data_pipeline(config)
+    if config.mode == "matmul_peak":
+        return benchmark_matmul_peak(config)
+    result = benchmark_training(config)
+    if config.compare_torch:
+        result["torch"] = benchmark_torch(config)
+    return result
+
+
+# --------------------------------------------------------------------------- settings
+def _value(config, path):
+    return functools.reduce(getattr, path, config)
+
+
+def settings(config):
+    """The command-line settings of ``config`` as one flat dict, flag name -> value."""
+    return {path[-1]: _value(config, path) for _, path, _ in cli.flag_fields(type(config))}
+
+
+def _recorded_settings(config):
+    """The settings a single measurement records: all but the output format and the sweep's lists."""
+    return {name: value for name, value in settings(config).items()
+            if name != "json" and not name.startswith("sweep_")}
+
+
+def command_line(config):
+    """The flags that give ``config`` (those of its settings that differ from the defaults)."""
+    args = []
+    for field, path, default in cli.flag_fields(type(config)):
+        value = _value(config, path)
+        if value == default:
+            continue
+        if isinstance(value, bool):
+            args.append(f"--{field.name}" if value else f"--no{field.name}")
+        elif isinstance(value, (tuple, list)):
+            args.append(f"--{field.name}={','.join(map(str, value))}")
+        else:
+            args.append(f"--{field.name}={value}")
+    return args
+
+
+def _run_app(name, args):
+    """Runs ``apps/<name> args`` in a fresh Python; the JSON object of its last stdout line, else
+    ``{"error": <its last stderr line>}``."""
+    completed = subprocess.run([sys.executable, os.path.join(APPS_DIR, name), *args], capture_output=True,
+                               text=True)
+    if completed.returncode == 0:
+        try:
+            return json.loads(completed.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            pass
+    lines = completed.stderr.strip().splitlines() or [f"exit status {completed.returncode}"]
+    return {"error": lines[-1][:200]}
+
+
+# --------------------------------------------------------------------------- FLOPs
+def _conv_flops(layer):
+    """2 * H_out * W_out * k_h * k_w * C_in * C_out / groups for one image."""
+    _, h_out, w_out, c_out = layer.output.shape
+    c_in = layer.input.shape[-1]
+    k_h, k_w = layer.kernel_size
+    return 2 * h_out * w_out * k_h * k_w * c_in * c_out // layer.groups
+
+
+def _dense_flops(layer):
+    """2 * in * out per row, times the rows one image contributes."""
+    rows = 1
+    for dim in layer.input.shape[1:-1]:
+        rows *= dim
+    return 2 * rows * layer.input.shape[-1] * layer.units
+
+
+def encoder_forward_flops(encoder):
+    """Forward FLOPs of one image through a functional encoder (conv and dense layers; elementwise
+    work such as BN and ReLU is a few FLOPs per activation and left out)."""
+    import keras
+    total = 0
+    for layer in encoder.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            total += _conv_flops(layer)
+        elif isinstance(layer, keras.layers.Dense):
+            total += _dense_flops(layer)
+    return total
+
+
+def critic_forward_flops(critic, global_dim, local_dim, locations, batch_size):
+    """Forward FLOPs per image of one critic scoring a batch: the embedding networks on this image's
+    global vector and ``locations`` local vectors, plus its share (1/B) of the B x B x L pair scores."""
+    from dim_keras import critics as critics_lib
+
+    def mlp(widths):
+        return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+
+    pairs = batch_size * locations  # score entries per image: every location of every image of the batch
+    if isinstance(critic, critics_lib.EncodeAndDotCritic):
+        d = critic.embedding_dim
+        residual = lambda n_in: 2 * (n_in * d + d * d + n_in * d)  # hidden + out + shortcut  # noqa: E731
+        return residual(global_dim) + locations * residual(local_dim) + 2 * pairs * d
+    if isinstance(critic, critics_lib.BilinearCritic):
+        return 2 * global_dim * local_dim + 2 * pairs * local_dim
+    if isinstance(critic, critics_lib.SeparableCritic):
+        hidden = list(critic.hidden_units)
+        e = critic.embedding_dim
+        return (mlp([global_dim, *hidden, e]) + locations * mlp([local_dim, *hidden, e]) + 2 * pairs * e)
+    if isinstance(critic, critics_lib.ConcatAndConvolveCritic):  # GlobalCritic too (locations = 1)
+        units = list(critic.hidden_units)
+        first = units[0]
+        per_pair = mlp([*units, 1])  # the layers after the split first layer run on every pair
+        return 2 * global_dim * first + locations * 2 * local_dim * first + pairs * per_pair
+    return 0
+
+
+def training_flops_per_image(model, batch_size):
+    """Analytic FLOPs per training image: ``{"forward": ..., "training": ..., "parts": {...}}``.
+
+    Forward = encoder + critics + prior discriminator (on Y, and on the real and fake batch of its
+    own step); training ~ 3 x forward (the backward pass costs about two forward passes).  The
+    pair-score matmul is ``2 * B * B * L * D`` for the batch, i.e. ``2 * B * L * D`` per image.
+    """
+    features = {k: tuple(v.shape) for k, v in model.encoder.output.items()}
+    parts = {"encoder": encoder_forward_flops(model.encoder)}
+    y_dim = features["y"][-1]
+    if model.global_critic is not None:
+        conv = features["conv"]
+        parts["global_critic"] = critic_forward_flops(
+            model.global_critic, y_dim, conv[1] * conv[2] * conv[3], 1, batch_size)
+    if model.local_critic is not None:
+        local = features["local"]
+        locations = local[1] * local[2]
+        if model.local_samples:
+            locations = min(locations, model.local_samples)
+        parts["local_critic"] = critic_forward_flops(
+            model.local_critic, y_dim, local[3], locations, batch_size)
+    if model.prior_discriminator is not None:
+        widths = [y_dim, *model.prior_discriminator.hidden_units, 1]
+        one = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+        parts["prior_discriminator"] = 3 * one  # fake logits for the encoder + real and fake for D
+    forward = sum(parts.values())
+    return {"forward": forward, "training": 3 * forward, "parts": parts}
+
+
+# --------------------------------------------------------------------------- TensorFlow set-up
+def _device_description(tf):
+    """``(description, on_gpu)`` of where TensorFlow computes."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        return "GPU:0 " + details.get("device_name", "unknown GPU"), True
+    return timing.cpu_description(), False
+
+
+def _configure_threads(tf, threads):
+    """Sets TF's intra-op threads (0 = all cores; the inter-op pool keeps its default); returns the count.
+
+    Only possible before TensorFlow executes anything: in a process where it already has, the
+    current count is kept, and a different explicit ``threads`` is a UsageError.
+    """
+    wanted = threads or os.cpu_count()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(wanted)
+    except RuntimeError:
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if threads and current != threads:
+            raise UsageError(f"--threads={threads}: TensorFlow already runs in this process with "
+                             f"{current or 'all'} intra-op threads; benchmark in a fresh process") from None
+        wanted = current or os.cpu_count()
+    return wanted
+
+
+def build_benchmark_model(config):
+    """The model ``apps/train.py`` trains with ``config.model``, for ``config.image_size`` images.
+
+    :func:`dim_keras.runs.train.build_model` (seeded with ``config.model.seed``), running
+    ``config.steps_per_execution`` training steps per compiled call.  Returns ``(model, encoder name)``.
+    """
+    import keras
+
+    from dim_keras import encoders
+    from dim_keras.runs.train import build_model
+
+    size = config.image_size
+    encoder_name = config.model.encoder
+    if encoder_name == "auto":
+        encoder_name = encoders.auto_encoder_name(size)
+    keras.utils.set_random_seed(config.model.seed)
+    try:
+        model = build_model(config.model, (size, size, 3))
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(first_line(error)) from None
+    model.steps_per_execution = config.steps_per_execution
+    return model, encoder_name
+
+
+def _random_images(tf, count, size, seed):
+    """Random uint8 images as float32 in [0, 1] (like the data pipeline's output), in host memory
+    where tf.data runs."""
+    with tf.device("/CPU:0"):
+        pixels = tf.random.stateless_uniform([count, size, size, 3], seed=[seed, 0], maxval=256,
+                                             dtype=tf.int32)
+        return tf.cast(pixels, tf.float32) / 255.0
+
+
+# --------------------------------------------------------------------------- training
+def benchmark_training(config):
+    """Times training steps of ``config``; returns the result dict."""
+    import keras
+    import tensorflow as tf
+
+    from dim_keras.runs.train import set_precision
+
+    threads = _configure_threads(tf, config.threads)
+    device, on_gpu = _device_description(tf)
+    set_precision(config.model.mixed_precision)
+    baseline_mb = timing.max_rss_mb()
+    model, encoder_name = build_benchmark_model(config)
+
+    batch = config.model.batch_size
+    per_execution = config.steps_per_execution
+    warmup_calls = math.ceil(config.warmup / per_execution)
+    timed_calls = math.ceil(config.steps / per_execution)
+    # A few distinct batches cached in memory and repeated: no input cost inside the timed steps.
+    images = _random_images(tf, 4 * batch, config.image_size, config.model.seed)
+    dataset = (tf.data.Dataset.from_tensor_slices(images).batch(batch, drop_remainder=True)
+               .cache().repeat().prefetch(tf.data.AUTOTUNE))
+
+    class StepTimer(keras.callbacks.Callback):
+        """Wall-clock and CPU stamps at the end of every compiled call.  Not async-safe on purpose: Keras
+        then pulls the step's logs to the host before calling us, so each stamp marks a finished step."""
+
+        def __init__(self):
+            super().__init__()
+            self.stamps = []
+            self.cpu_stamps = []
+            self.losses = {}
+
+        def _stamp(self):
+            self.stamps.append(time.perf_counter())
+            self.cpu_stamps.append(time.process_time())
+
+        def on_train_batch_begin(self, batch_index, logs=None):
+            if not self.stamps:
+                self._stamp()
+
+        def on_train_batch_end(self, batch_index, logs=None):
+            self.losses = logs  # already Python floats: the host has synchronised with the device
+            self._stamp()
+            if len(self.stamps) == warmup_calls + 1 and on_gpu:
+                tf.config.experimental.reset_memory_stats("GPU:0")
+
+    timer = StepTimer()
+    load_before = timing.load_average()
+    model.fit(dataset, epochs=1, steps_per_epoch=(warmup_calls + timed_calls) * per_execution,
+              callbacks=[timer], shuffle=False, verbose=0)
+    load_after = timing.load_average()
+
+    def per_step(stamps):
+        return [(b - a) / per_execution for a, b in zip(stamps[:-1], stamps[1:])][warmup_calls:]
+
+    step_s, cpu_step_s = per_step(timer.stamps), per_step(timer.cpu_stamps)
+    if on_gpu:
+        peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    else:
+        peak_mb = timing.max_rss_mb()
+    flops = training_flops_per_image(model, batch)
+    result = {"mode": "training", **timing.step_stats(step_s, batch)}
+    result.update(timing.flop_fields(flops["training"], result["images_per_s"]))
+    result.update({
+        "peak_memory_mb": peak_mb,
+        "memory_kind": "GPU allocator peak over the timed steps" if on_gpu else "process max RSS",
+        "gflop_per_image_forward": flops["forward"] / 1e9,
+        "gflop_parts_forward": {k: v / 1e9 for k, v in flops["parts"].items()},
+        "device": device,
+        "threads": threads,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "final_loss": float(timer.losses.get("loss", math.nan)),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "config": dict(_recorded_settings(config), encoder=encoder_name),
+    })
+    if not on_gpu:
+        result["baseline_memory_mb"] = baseline_mb
+        result.update(timing.cpu_time_fields(cpu_step_s, batch, threads, flops["training"]))
+    return result
+
+
+# --------------------------------------------------------------------------- data pipeline
+def benchmark_data_pipeline(config):
+    """Images/s of the tf.data input pipeline alone: random uint8 images (padded by 1/8 of the side)
+    through ``dim_keras.data.make_dataset`` (random crop + flip, uint8 -> float32)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from dim_keras.data import make_dataset
+
+    threads = _configure_threads(tf, config.threads)
+    size, batch, seed = config.image_size, config.model.batch_size, config.model.seed
+    padded = size + max(1, size // 8)
+    images = np.random.default_rng(seed).integers(0, 256, size=(max(8 * batch, 2048), padded, padded, 3),
+                                                  dtype=np.uint8)
+    dataset = make_dataset(images, batch_size=batch, training=True, seed=seed, crop_size=size, flip=True)
+    iterator = iter(dataset.repeat())
+    load_before = timing.load_average()
+    step_s, _ = timing.time_steps(lambda: next(iterator).numpy(), config.steps, config.warmup)
+    return {
+        "mode": "data_pipeline",
+        "source": "dim_keras.data.make_dataset",
+        **timing.step_stats(step_s, batch),
+        "peak_memory_mb": timing.max_rss_mb(),
+        "device": timing.cpu_description(),
+        "threads": threads,
+        "load_average_before": load_before,
+        "config": dict(_recorded_settings(config), source_image_size=padded),
+    }
+
+
+# --------------------------------------------------------------------------- matmul peak
+def benchmark_matmul_peak(config):
+    """GFLOP/s of the configuration's dominant GEMM shape, and the images/s ceiling it implies.
+
+    A chain of ``MATMUL_CHAIN`` dependent ``[4096, D] x [D, D]`` products (D = ``embedding_dim``) runs
+    in one ``tf.function`` without XLA, so that neither XLA's algebraic simplifier nor launch overhead
+    shortens it; only one scalar returns to the host.
+    """
+    import tensorflow as tf
+
+    threads = _configure_threads(tf, config.threads)
+    device, on_gpu = _device_description(tf)
+    dtype = tf.as_dtype(PRECISION_DTYPES[config.model.mixed_precision])
+    d, rows, seed = config.model.embedding_dim, MATMUL_ROWS, config.model.seed
+    x = tf.cast(tf.random.stateless_normal([rows, d], seed=[seed, 1]), dtype)
+    # Entries of variance 1/D keep the chain's values O(1) (no overflow in float16).
+    w = tf.cast(tf.random.stateless_normal([d, d], seed=[seed, 2]) / math.sqrt(d), dtype)
+
+    @tf.function
+    def chain(x, w):
+        for _ in range(MATMUL_CHAIN):
+            x = tf.matmul(x, w)
+        return x[0, 0]
+
+    load_before = timing.load_average()
+    step_s, cpu_step_s = timing.time_steps(lambda: chain(x, w).numpy(), config.steps, config.warmup)
+    flop = 2 * rows * d * d * MATMUL_CHAIN
+    median = statistics.median(step_s)
+    result = {
+        "mode": "matmul_peak",
+        "gemm": f"{MATMUL_CHAIN} x [{rows}, {d}] x [{d}, {d}] {dtype.name}",
+        "gflop_per_s": flop / median / 1e9,
+        "gflop_per_s_best": flop / min(step_s) / 1e9,
+        "device": device,
+        "threads": threads,
+        "load_average": load_before,
+        "config": _recorded_settings(config),
+    }
+    if on_gpu:
+        result["tensor_float_32"] = tf.config.experimental.tensor_float_32_execution_enabled()
+    else:
+        result["gflop_per_cpu_s"] = flop / statistics.median(cpu_step_s) / 1e9
+    model, _ = build_benchmark_model(config)
+    gflop_per_image = training_flops_per_image(model, config.model.batch_size)["training"] / 1e9
+    result["gflop_per_image"] = gflop_per_image
+    result["images_per_s_ceiling"] = result["gflop_per_s"] / gflop_per_image
+    if not on_gpu:
+        result["images_per_s_ceiling_idle"] = result["gflop_per_cpu_s"] * threads / gflop_per_image
+    return result
+
+
+# --------------------------------------------------------------------------- torch comparison
+def torch_config(config):
+    """The :class:`TorchReferenceConfig` of the authors' step on the settings of ``config``."""
+    model = config.model
+    return TorchReferenceConfig(
+        estimator=model.estimator, batch_size=model.batch_size, image_size=config.image_size, steps=config.steps,
+        warmup=config.warmup, embedding_dim=model.embedding_dim, y_dim=model.y_dim, gamma=model.gamma,
+        prior_gradient_penalty=model.prior_gradient_penalty, threads=config.threads, seed=model.seed, json=True)
+
+
+def benchmark_torch(config):
+    """Times ``apps/torch_reference.py`` on the settings of ``config`` in a fresh process.
+
+    Returns its JSON result, ``{"error": ...}`` if it failed, or None when torch is not installed.
+    """
+    if importlib.util.find_spec("torch") is None:
+        return None
+    return _run_app("torch_reference.py", command_line(torch_config(config)))
+
+
+# --------------------------------------------------------------------------- sweep
+def sweep_configs(config):
+    """``(row, config)`` of every training run of ``--mode=sweep``."""
+    for estimator in config.sweep_estimators:
+        for critic in config.sweep_critics:
+            for samples in config.sweep_local_samples:
+                for batch in config.sweep_batch_sizes:
+                    model = dataclasses.replace(config.model, estimator=estimator, local_critic=critic,
+                                                local_samples=samples or None, batch_size=batch)
+                    run = dataclasses.replace(config, mode="training", json=True, compare_torch=False, model=model)
+                    yield {"estimator": estimator, "critic": critic, "local_samples": samples,
+                           "batch_size": batch}, run
+
+
+def run_sweep(config):
+    """One fresh ``apps/benchmark.py`` process per configuration (process peak memory and the dtype
+    policy start clean); a row per run, with its ``result`` or its ``error``."""
+    rows = []
+    for row, run in sweep_configs(config):
+        outcome = _run_app("benchmark.py", command_line(run))
+        row.update({"error": outcome["error"]} if "error" in outcome else {"result": outcome})
+        rows.append(row)
+    return rows
+
+
+def sweep_table(rows):
+    """Markdown table of sweep rows."""
+    lines = ["| " + " | ".join(SWEEP_COLUMNS) + " |", "|" + "|".join("---" for _ in SWEEP_COLUMNS) + "|"]
+    for row in rows:
+        cells = [row["estimator"], row["critic"], str(row["local_samples"] or "all"), str(row["batch_size"])]
+        if "result" in row:
+            r = row["result"]
+            cells += [f"{r['images_per_s']:.1f}", f"{r['step_ms_median']:.1f}", f"{r['step_ms_p90']:.1f}",
+                      f"{r['peak_memory_mb']:.0f}", f"{r['gflop_per_image']:.3f}", f"{r['achieved_gflop_per_s']:.1f}"]
+        else:
+            cells += ["failed: " + row["error"].replace("|", "/")] + [""] * 5
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- reporting
+def summary(result):
+    """What the app prints for ``result``: one line per measurement, or the sweep's markdown table."""
+    if result["mode"] == "sweep":
+        return sweep_table(result["rows"])
+    if result["mode"] == "matmul_peak":
+        return _matmul_line(result)
+    if result["mode"] == "data_pipeline":
+        return (f"data pipeline ({result['source']}), batch {result['config']['batch_size']}, "
+                f"{result['config']['source_image_size']} -> {result['config']['image_size']} px: "
+                f"{result['images_per_s']:.0f} images/s ({result['step_ms_median']:.2f} ms/batch median)")
+    lines = [_training_line(result)]
+    if "torch" in result:
+        lines.append(_torch_line(result, result["torch"]))
+    return "\n".join(lines)
+
+
+def _matmul_line(result):
+    return (f"matmul peak ({result['gemm']}) on {result['device']}: {result['gflop_per_s']:.1f} GFLOP/s median "
+            f"({result['gflop_per_s_best']:.1f} best)"
+            + (f", {result['gflop_per_cpu_s']:.1f} GFLOP per CPU-s" if "gflop_per_cpu_s" in result else "")
+            + f" -> ceiling {result['images_per_s_ceiling']:.1f} images/s at {result['gflop_per_image']:.3f} "
+            f"GFLOP/training image"
+            + (f" ({result['images_per_s_ceiling_idle']:.1f} on an idle machine)"
+               if "images_per_s_ceiling_idle" in result else ""))
+
+
+def _training_line(result):
+    c = result["config"]
+    precision = "fp32" if c["mixed_precision"] == "off" else c["mixed_precision"]
+    return (f"DeepInfoMax {c['estimator']}/{c['local_critic']} {c['encoder']} {c['image_size']}px batch "
+            f"{c['batch_size']} {precision} xla={c['jit_compile']} on {result['device']}: "
+            f"{result['images_per_s']:.1f} images/s | step {result['step_ms_median']:.1f} ms median, "
+            f"{result['step_ms_p90']:.1f} ms p90 | peak memory {result['peak_memory_mb']:.0f} MB "
+            f"({result['memory_kind']}) | {result['gflop_per_image']:.3f} GFLOP/training image -> "
+            f"{result['achieved_gflop_per_s']:.1f} GFLOP/s | CIFAR-10 epoch {result['cifar10_epoch_s']:.0f} s"
+            + (f" | CPU {result['cpu_ms_per_step_median']:.0f} ms/step -> {result['gflop_per_cpu_s']:.1f} GFLOP per "
+               f"CPU-s, idle-machine estimate {result['images_per_s_idle_estimate']:.1f} images/s"
+               if "cpu_ms_per_step_median" in result else ""))
+
+
+def _torch_line(result, t):
+    if t is None:
+        return "torch reference skipped: torch is not installed (pip install torch)"
+    if "error" in t:
+        return f"torch reference failed: {t['error']}"
+    line = (f"torch reference (authors' step, PyTorch {t['torch_version']}): "
+            f"{t['images_per_s']:.1f} images/s | step {t['step_ms_median']:.1f} ms median, "
+            f"{t['step_ms_p90']:.1f} ms p90 | peak memory {t['peak_memory_mb']:.0f} MB | "
+            f"dim_keras / torch = {result['images_per_s'] / t['images_per_s']:.2f}x")
+    if "cpu_ms_per_step_median" in t and "cpu_ms_per_step_median" in result:
+        line += (f" | CPU {t['cpu_ms_per_step_median']:.0f} ms/step, idle-machine estimate "
+                 f"{t['images_per_s_idle_estimate']:.1f} images/s (dim_keras / torch = "
+                 f"{result['images_per_s_idle_estimate'] / t['images_per_s_idle_estimate']:.2f}x)")
+    return line
