@@ -54,21 +54,26 @@ def _help(field):
     return text
 
 
-def define_flags(config_cls, flag_values=flags.FLAGS):
-    """Defines one absl flag per command-line field of ``config_cls``; returns their names."""
+def define_flags(config_cls, flag_values=flags.FLAGS, module_name=None):
+    """Defines one absl flag per command-line field of ``config_cls``; returns their names.
+
+    ``module_name`` is the module the flags are listed under; an app passes its
+    ``sys.argv[0]``, since absl's ``--help`` lists the main module's flags.
+    """
     names = []
     for field, _, default in flag_fields(config_cls):
         name, help_text, element = field.name, _help(field), field.metadata.get("element")
+        kwargs = {"flag_values": flag_values, "module_name": module_name}
         if element is not None:
-            flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, **kwargs)
         elif field.type is bool:
-            flags.DEFINE_boolean(name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_boolean(name, default, help_text, **kwargs)
         elif field.type is int:
-            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_integer(name, default, help_text, **kwargs)
         elif field.type is float:
-            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_float(name, default, help_text, **kwargs)
         else:
-            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
+            flags.DEFINE_string(name, default, help_text, **kwargs)
         names.append(name)
     return names
 
@@ -104,7 +109,7 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
     costs the user no TensorFlow start-up.  ``interrupt_hint`` is appended to
     the Ctrl-C line (e.g. how to resume).
     """
-    define_flags(config_cls)
+    define_flags(config_cls, module_name=sys.argv[0])
 
     def parse_flags(argv):
         try:

@@ -186,3 +186,21 @@ def test_filter_drops_native_lines_written_to_fd_2_and_keeps_the_rest():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0
     assert result.stderr.splitlines() == ["kept line", "python line"]
+
+
+APPS = {("apps", "train.py"): config.TrainConfig, ("apps", "generate.py"): config.GenerateConfig,
+        ("apps", "evaluate.py"): config.EvaluateConfig, ("apps", "estimate_mi.py"): config.EstimateMIConfig,
+        ("apps", "benchmark.py"): config.BenchmarkConfig, ("apps", "torch_reference.py"): config.TorchReferenceConfig,
+        ("tuning", "ablation.py"): config.AblationConfig}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_every_app_documents_every_flag_of_its_config_without_tensorflow(app):
+    code = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, *app), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stderr == ""  # (absl's --help exits with status 1)
+    for field, _, _ in cli.flag_fields(APPS[app]):
+        assert f"--{field.name}:" in result.stdout or f"--[no]{field.name}:" in result.stdout, field.name

@@ -1,60 +1,75 @@
-"""apps/evaluate.py as a user runs it: flags, one-line errors (exit 2), and end-to-end runs on digits."""
+"""apps/evaluate.py and dim_keras.runs.evaluate: flags, one-line errors (exit 2), and runs on digits."""
 
 import json
 import os
 import subprocess
 import sys
 
-import keras
 import pytest
 from PIL import Image
 
-import dim_keras as dk
-from dim_keras.export import export_encoder
+from dim_keras.config import EvaluateConfig
+from dim_keras.errors import UsageError
+from dim_keras.runs.evaluate import evaluate, open_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "apps", "evaluate.py")
+TRAIN_APP = os.path.join(ROOT, "apps", "train.py")
+
+# Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
+# TensorFlow would have started (see tests/test_train_app.py).
+WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def run_app(*args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, APP, *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run([sys.executable, APP, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-TRAIN_APP = os.path.join(ROOT, "apps", "train.py")
+def run_without_tensorflow(*args):
+    return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, APP, *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def assert_usage_error(result, fragment):
+    """Exactly one line on stderr, ``evaluate.py: error: ...``, exit code 2."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("evaluate.py: error: ") and fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
 def tiny_encoder_paths(tmp_path_factory):
-    """(SavedModel dir, .keras file) of a tiny encoder for 32x32 digits.
+    """(SavedModel dir, .keras file) of DIM(L) trained by apps/train.py for a few steps on digits.
 
-    When apps/train.py exists, it trains DIM(L) for a few steps and its
-    exports are used (encoder/ and model.keras, the whole DeepInfoMax model):
-    the train -> evaluate pipeline end to end.  Otherwise a random-init encoder
-    is exported with dim_keras.export.
+    The .keras file is the whole DeepInfoMax model (model.keras), which carries its encoder: the
+    train -> evaluate pipeline end to end.
     """
-    directory = tmp_path_factory.mktemp("encoder")
-    if os.path.exists(TRAIN_APP):
-        run_dir = directory / "run"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-        result = subprocess.run(
-            [sys.executable, TRAIN_APP, "--dataset=digits", "--epochs=1", "--steps_per_epoch=3",
-             "--embedding_dim=32", "--y_dim=16", "--probe=false", "--verbose=0",
-             f"--output_dir={run_dir}"],
-            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return str(run_dir / "encoder"), str(run_dir / "model.keras")
-    keras.utils.set_random_seed(0)
-    encoder = dk.build_encoder("dcgan", (32, 32, 3), widths=(8, 16, 32), fc_units=32, y_dim=8)
-    saved_model = export_encoder(encoder, str(directory / "saved_model"))
-    keras_file = str(directory / "encoder.keras")
-    encoder.save(keras_file)
-    return saved_model, keras_file
+    run_dir = tmp_path_factory.mktemp("encoder") / "run"
+    result = subprocess.run(
+        [sys.executable, TRAIN_APP, "--dataset=digits", "--epochs=1", "--steps_per_epoch=3",
+         "--embedding_dim=32", "--y_dim=16", "--probe=false", "--verbose=0", f"--output_dir={run_dir}"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return str(run_dir / "encoder"), str(run_dir / "model.keras")
 
 
-def test_help_documents_the_flags():
-    result = run_app("--help")
+@pytest.fixture
+def fake_encoders(tmp_path):
+    """Paths that pass the flag checks (which only look at the files): a SavedModel dir, a .keras file."""
+    saved_model = tmp_path / "encoder"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"")
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_bytes(b"not a zip")
+    (tmp_path / "file").write_text("a regular file")
+    return str(saved_model), str(keras_file)
+
+
+def test_help_documents_the_flags_without_tensorflow():
+    # --helpfull: absl's --help lists only flags defined in the app's own module (cli.run_app defines them).
+    result = run_without_tensorflow("--helpfull")
     assert result.returncode in (0, 1)  # absl's --help exits with 1 after printing
     for flag in ("--encoder", "--dataset", "--data_dir", "--metrics", "--output", "--neighbours_png",
                  "--runs", "--seed", "--max_train", "--max_test"):
@@ -62,20 +77,36 @@ def test_help_documents_the_flags():
 
 
 @pytest.mark.parametrize("args, message", [
+    ([], "--encoder is required"),
     (["--encoder=/no/such/encoder"], "--encoder=/no/such/encoder does not exist"),
-    (["--metrics=svm,svn"], "unknown metric 'svn'"),
-    (["--dataset=no_such_dataset"], "unknown dataset 'no_such_dataset'"),
-    (["--max_train=1"], "--max_train must be >= 10"),
-    (["--bogus_flag=1"], "bogus_flag"),
+    (["--encoder={tmp}"], "holds no SavedModel"),
+    (["--encoder={saved_model}", "--metrics=svm,svn"], "--metrics: unknown value 'svn'"),
+    (["--encoder={saved_model}", "--metrics=svm,svm"], "--metrics lists a value twice"),
+    (["--encoder={saved_model}", "--dataset=no_such_dataset"], "--dataset: unknown value 'no_such_dataset'"),
+    (["--encoder={saved_model}", "--max_train=1"], "--max_train must be >= 10"),
+    (["--encoder={saved_model}", "--runs=0"], "--runs must be >= 1"),
+    (["--encoder={saved_model}", "--layers=conv,pixels"], "--layers: unknown value 'pixels'"),
+    (["--encoder={saved_model}", "--metrics=semi_supervised"], "pass a .keras --encoder"),
+    (["--encoder={saved_model}", "--metrics=neighbours"], "--metrics=neighbours needs --neighbours_png"),
+    (["--encoder={saved_model}", "--metrics=attributes"], "needs attribute labels"),
+    (["--encoder={keras_file}", "--dataset=celeb_a", "--metrics=svm"], "needs class labels"),
+    (["--encoder={saved_model}", "--output={tmp}/file/results.json"], "/file is a file, not a directory"),
+    (["--encoder={saved_model}", "--neighbours_png={tmp}/file/n.png"], "/file is a file, not a directory"),
+    (["--encoder={saved_model}", "--output={tmp}"], "is a directory, not a file"),
+    (["--encoder={saved_model}", "--output={tmp}/x", "--neighbours_png={tmp}/x"], "the same file"),
+    (["--encoder={saved_model}", "--bogus_flag=1"], "bogus_flag"),
+    (["--encoder={saved_model}", "positional"], "unexpected arguments: positional"),
 ])
-def test_bad_input_is_one_line_on_stderr_with_exit_code_2(tiny_encoder_paths, args, message):
-    if not any(a.startswith("--encoder") for a in args):
-        args = [f"--encoder={tiny_encoder_paths[0]}", *args]
-    result = run_app(*args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("evaluate.py: error:") and message in last_line, last_line
+def test_bad_flags_exit_2_with_one_line_before_tensorflow(tmp_path, fake_encoders, args, message):
+    paths = dict(tmp=tmp_path, saved_model=fake_encoders[0], keras_file=fake_encoders[1])
+    assert_usage_error(run_without_tensorflow(*(arg.format(**paths) for arg in args)), message)
+
+
+def test_an_encoder_that_does_not_load_is_one_line(fake_encoders):
+    saved_model, keras_file = fake_encoders
+    assert_usage_error(run_app(f"--encoder={keras_file}", "--verbose=0"), "cannot load the keras model")
+    with pytest.raises(UsageError, match=f"--encoder={saved_model}: "):
+        open_encoder(saved_model)
 
 
 def test_end_to_end_on_digits_with_a_saved_model(tmp_path, tiny_encoder_paths):
@@ -98,14 +129,22 @@ def test_end_to_end_on_digits_with_a_saved_model(tmp_path, tiny_encoder_paths):
     assert len(results["measures"]["neighbours"]["y"]["queries"]) == 10  # one query per digit
     with Image.open(png) as image:
         assert image.format == "PNG"
+    assert sorted(os.listdir(tmp_path)) == ["neighbours.png", "results.json"]  # no temporaries left
 
 
-def test_semi_supervised_with_a_keras_model(tmp_path, tiny_encoder_paths):
-    output = tmp_path / "results.json"
-    result = run_app(f"--encoder={tiny_encoder_paths[1]}", "--dataset=digits", "--max_train=100",
-                     "--max_test=30", "--metrics=semi_supervised", "--finetune_epochs=2",
-                     "--mlp_last_epochs=2", f"--output={output}", "--verbose=0")
-    assert result.returncode == 0, result.stderr[-2000:]
-    with open(output) as stream:
-        value = json.load(stream)["measures"]["semi_supervised"]["conv"]
-    assert len(value["values"]) == 2 and all(0.0 <= v <= 1.0 for v in value["values"])
+def test_semi_supervised_fine_tunes_the_encoder_of_a_deep_infomax_model_keras(tmp_path, tiny_encoder_paths):
+    lines = []
+    results = evaluate(EvaluateConfig(
+        encoder=tiny_encoder_paths[1], dataset="digits", metrics=("semi_supervised",), max_train=300,
+        max_test=200, finetune_epochs=5, mlp_last_epochs=2, output=str(tmp_path / "results.json"),
+        verbose=0), log=lines.append)
+    value = results["measures"]["semi_supervised"]["conv"]  # the head sits on the last conv layer
+    assert len(value["values"]) == 2  # the test accuracies of the last --mlp_last_epochs epochs
+    assert all(round(v * 200, 6).is_integer() for v in value["values"])  # fractions of the 200 test digits
+    # Fine-tuning a barely trained encoder with the paper's learning rate (1e-4) for 25 steps learns the
+    # ten digits: 41-59 % over seeds, far above chance (10 %).  (It stays below a frozen 200-unit probe on
+    # the same conv features at this budget, so no comparison with that is asserted.)
+    assert value["mean"] > 0.3, value
+    assert "| Semi-supervised fine-tuning (SS) accuracy (%) |" in lines[0]
+    with open(tmp_path / "results.json") as stream:
+        assert json.load(stream)["measures"] == results["measures"]

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from dim_keras import io
 from dim_keras.estimators import dv_lower_bound
 from dim_keras.evaluation import (
     FeatureSet,
@@ -17,7 +18,6 @@ from dim_keras.evaluation import (
     markdown_table,
     ms_ssim,
     ms_ssim_settings,
-    write_json,
 )
 from dim_keras.evaluation import mine, ndm, neighbours, probes, reconstruction, report, suite
 from dim_keras.evaluation.ms_ssim import MsSsimSettings, min_image_side, power_factors
@@ -83,7 +83,9 @@ def test_feature_set_save_load_round_trip(tmp_path, separable_features):
     for layer in loaded.layers:
         np.testing.assert_array_equal(loaded.test[layer], separable_features.test[layer])
     np.testing.assert_array_equal(loaded.train_images, separable_features.train_images)
-    assert os.listdir(tmp_path) == ["features.npz"]
+    separable_features.save(tmp_path / "features.bin")  # the name is kept as given: no ".npz" appended
+    np.testing.assert_array_equal(FeatureSet.load(tmp_path / "features.bin").test["y"], separable_features.test["y"])
+    assert sorted(os.listdir(tmp_path)) == ["features.bin", "features.npz"]  # no temporaries left
 
 
 # ---------------------------------------------------------------- probes
@@ -191,14 +193,22 @@ def test_dcgan_decoder_outputs_the_image_shape(shape):
     assert tuple(output.shape) == (2, *shape)
 
 
-def test_decoder_reconstruction_ms_ssim_is_in_unit_interval():
+def test_decoder_reconstruction_ms_ssim_is_high_from_an_informative_y_and_low_from_a_constant_one():
     rng = np.random.default_rng(0)
-    images = (tf.image.resize(rng.uniform(size=(96, 4, 4, 3)), (16, 16)).numpy() * 255).astype(np.uint8)
-    representation = images[:, ::4, ::4, :].reshape(96, -1).astype(np.float32) / 255.0
-    value = reconstruction.reconstruction_ms_ssim(
-        representation[:64], images[:64], representation[64:], images[64:],
-        epochs=2, batch_size=32, base_filters=4)
-    assert 0.0 <= value <= 1.0
+    # Smooth 16x16 images upsampled from 4x4 noise: their 4x4 subsample (the "Y" below) determines them.
+    images = (tf.image.resize(rng.uniform(size=(640, 4, 4, 3)), (16, 16)).numpy() * 255).astype(np.uint8)
+    unit = images.astype(np.float32) / 255.0
+    assert np.all(np.asarray(ms_ssim(unit, unit, max_val=1.0)) == 1.0)  # a perfect reconstruction scores 1 exactly
+    informative = images[:, ::4, ::4, :].reshape(len(images), -1).astype(np.float32) / 255.0
+    settings = dict(epochs=5, batch_size=16, learning_rate=1e-2, base_filters=4)
+
+    def score(representation):
+        return reconstruction.reconstruction_ms_ssim(representation[:512], images[:512], representation[512:],
+                                                     images[512:], **settings)
+
+    from_y = score(informative)
+    from_constant = score(np.zeros_like(informative))  # the best decoder can do is the mean image
+    assert from_y > 0.5 and from_constant < 0.1, (from_y, from_constant)
 
 
 # ---------------------------------------------------------------- MINE
@@ -365,9 +375,8 @@ def test_markdown_table_and_json_report(tmp_path, separable_features):
     comparison = report.comparison_table({"DIM(L)": results})
     assert comparison.splitlines()[0].startswith("| Model | SVM (conv) | SVM (fc) | SVM (Y) | NDM (Y)")
     path = tmp_path / "out" / "results.json"
-    write_json(results, path)
-    with open(path) as stream:
-        assert json.load(stream) == json.loads(json.dumps(results))
+    io.write_json(path, results)
+    assert report.read_json(path) == json.loads(json.dumps(results))
     assert os.listdir(path.parent) == ["results.json"]
 
 

@@ -26,7 +26,7 @@ from dim_keras.evaluation.probes import (
     mlp_probe_accuracy,
 )
 from dim_keras.evaluation.reconstruction import build_dcgan_decoder, reconstruction_ms_ssim
-from dim_keras.evaluation.report import comparison_table, markdown_table, read_json, write_json
+from dim_keras.evaluation.report import comparison_table, markdown_table, read_json
 from dim_keras.evaluation.semi_supervised import fine_tune_accuracy
 from dim_keras.evaluation.suite import (
     METRICS,

@@ -7,11 +7,11 @@ that every measure (and a keras-tuner ablation) reuses.
 """
 
 import dataclasses
-import os
-import tempfile
 
 import keras
 import numpy as np
+
+from dim_keras import io
 
 # The layers the paper evaluates (Tables 1, 2, 4: "conv", "fc", "Y").
 PAPER_LAYERS = ("conv", "fc", "y")
@@ -156,7 +156,7 @@ class FeatureSet:
         )
 
     def save(self, path):
-        """Writes an ``.npz`` atomically (temporary file, then ``os.replace``)."""
+        """Writes an ``.npz`` atomically (`dim_keras.io.atomic_path`)."""
         arrays = {f"train/{k}": v for k, v in self.train.items()}
         arrays.update({f"test/{k}": v for k, v in self.test.items()})
         for key in ("train_labels", "test_labels", "train_images", "test_images"):
@@ -164,17 +164,10 @@ class FeatureSet:
                 arrays[key] = getattr(self, key)
         if self.class_names is not None:
             arrays["class_names"] = np.asarray(self.class_names, dtype=str)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, tmp_path = tempfile.mkstemp(suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(tmp_path, path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        # An open file: np.savez would append ".npz" to a path without that extension.
+        with io.atomic_path(path) as tmp, open(tmp, "wb") as stream:
+            np.savez(stream, **arrays)
+        return path
 
     @classmethod
     def load(cls, path):

@@ -9,7 +9,6 @@ module follows the figure's caption, and `query_indices` works on any split.)
 """
 
 import os
-import tempfile
 
 import matplotlib
 
@@ -17,6 +16,8 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+from dim_keras import io  # noqa: E402
 
 
 def nearest_neighbours(query_features, gallery_features, k=4, metric="l1"):
@@ -63,7 +64,7 @@ def save_neighbour_grid(path, query_images, neighbour_images, row_titles=None,
     """Writes the Fig. 8 grid: one row per query, query first, then its neighbours.
 
     Args:
-        path: PNG path; written atomically (temporary file, then ``os.replace``).
+        path: PNG path; written atomically (`dim_keras.io.atomic_path`).
         query_images: ``[Q, H, W, 3]`` (uint8 or floats in [0, 1]).
         neighbour_images: ``[Q, k, H, W, 3]``, closest first.
         row_titles: optional label of each query (e.g. its class name).
@@ -91,17 +92,11 @@ def save_neighbour_grid(path, query_images, neighbour_images, row_titles=None,
     for column in range(1, k + 1):
         axes[0, column].set_title(f"#{column}", fontsize=8)
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
     try:
-        figure.savefig(tmp_path, format="png", dpi=dpi)
-        os.replace(tmp_path, path)
+        with io.atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(figure)
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
     return path
 
 

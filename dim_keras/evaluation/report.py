@@ -1,6 +1,7 @@
-"""Results of `dim_keras.evaluation.suite` as Markdown tables and JSON files.
+"""Results of `dim_keras.evaluation.suite` as Markdown tables.
 
-Results are plain JSON-ready dicts::
+Results are plain JSON-ready dicts (write them with `dim_keras.io.write_json`,
+read them back with `read_json`)::
 
     {"measures": {measure: {layer: value}}, "layers": [...], ...}
 
@@ -12,9 +13,6 @@ Fig. 11), or ``path`` (a figure).
 import json
 import math
 import os
-import tempfile
-
-import numpy as np
 
 # Row titles, in the order of the paper's tables (Tables 1, 2, 4; Fig. 11).
 MEASURE_TITLES = {
@@ -86,39 +84,7 @@ def comparison_table(results_by_model, digits=2):
     return "\n".join(lines) + "\n"
 
 
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def write_text_atomically(path, text):
-    """Writes ``text`` to a temporary file next to ``path``, then ``os.replace``s it.
-
-    Readers never see a half-written file, even if the process dies mid-write.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    return path
-
-
-def write_json(results, path):
-    """Writes ``results`` as indented JSON, atomically."""
-    text = json.dumps(results, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
-    return write_text_atomically(path, text + "\n")
-
-
 def read_json(path):
+    """The results written to ``path`` (by `dim_keras.io.write_json`)."""
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)

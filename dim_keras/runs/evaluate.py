@@ -1,0 +1,102 @@
+"""The Sec. 4.1 evaluation of a trained encoder (``apps/evaluate.py``; Tables 1, 2, 4).
+
+Load the encoder, encode the train and test splits once into a
+:class:`dim_keras.evaluation.FeatureSet`, run the chosen measures on it
+(:func:`dim_keras.evaluation.evaluate_representation`), print the Markdown
+table and write the results as JSON.
+"""
+
+import os
+
+from dim_keras import io
+from dim_keras.config import validate
+from dim_keras.errors import UsageError, first_line
+
+
+def open_encoder(path, batch_size=256):
+    """``(encoder_fn, encoder_model, (height, width))`` of an exported encoder.
+
+    ``path`` is a SavedModel directory of :func:`dim_keras.export.export_encoder`
+    or a ``.keras`` file of an encoder or of a whole ``DeepInfoMax`` model (its
+    ``.encoder`` is used).  ``encoder_fn`` maps uint8 images to a dict of
+    features; ``encoder_model`` is the trainable keras encoder (``.keras``
+    only: semi-supervised fine-tuning needs it) or None.  A file that does not
+    load is a :class:`UsageError`.
+    """
+    if path.endswith(".keras"):
+        import dim_keras
+        from dim_keras.evaluation import keras_encoder_fn
+
+        try:
+            model = dim_keras.load_model(path)
+        except Exception as error:  # a corrupt or foreign file is a user mistake here
+            raise UsageError(f"--encoder={path}: cannot load the keras model ({type(error).__name__})") from None
+        encoder = getattr(model, "encoder", None)
+        if encoder is not None:
+            model = encoder
+        return keras_encoder_fn(model), model, tuple(model.input_shape[1:3])
+    from dim_keras.export import load_encoder
+
+    try:
+        encoder = load_encoder(path, batch_size=batch_size)
+    except (ValueError, KeyError, OSError) as error:
+        raise UsageError(f"--encoder={path}: {first_line(error)}") from None
+    return encoder, None, tuple(encoder.input_shape[:2])
+
+
+def _options(config):
+    """The per-measure settings of ``config`` for ``evaluate_representation``."""
+    return {
+        "mlp": {"epochs": config.mlp_epochs, "last_epochs": min(config.mlp_last_epochs, config.mlp_epochs)},
+        "mine": {"epochs": config.estimator_epochs},
+        "ndm": {"epochs": config.estimator_epochs},
+        "ms_ssim": {"epochs": config.decoder_epochs},
+        "semi_supervised": {"epochs": config.finetune_epochs,
+                            "last_epochs": min(config.mlp_last_epochs, config.finetune_epochs)},
+    }
+
+
+def evaluate(config, log=print):
+    """Runs the measures of ``config`` (an :class:`dim_keras.config.EvaluateConfig`) on its encoder.
+
+    Logs the Markdown table (rows: measures, columns: layers) and writes the
+    results to ``config.output`` when set (atomically).  Returns the results:
+    ``dataset``, ``encoder`` (absolute path) and what
+    :func:`dim_keras.evaluation.evaluate_representation` returns.  User
+    mistakes found late (missing data, an encoder that does not load or does
+    not fit the images) raise :class:`UsageError`.
+    """
+    from dim_keras.data import center_crop, load_split, subsample
+    from dim_keras.evaluation import FeatureSet, evaluate_representation, markdown_table, resolve_metrics
+
+    validate(config)
+    train, test = (load_split(config.dataset, split, config.data_dir) for split in ("train", "test"))
+    encoder_fn, encoder_model, (height, width) = open_encoder(config.encoder, config.batch_size)
+    try:
+        metrics = resolve_metrics(list(config.metrics) or None, label_kind=train.label_kind, has_images=True,
+                                  has_encoder_model=encoder_model is not None,
+                                  has_neighbours_png=config.neighbours_png is not None)
+    except ValueError as error:
+        raise UsageError(f"--metrics: {error}") from None
+    train_images, train_labels = subsample(train, config.max_train, config.seed)
+    test_images, test_labels = subsample(test, config.max_test, config.seed + 1)
+    # Larger images (STL-10's 96x96) are center-cropped to the encoder's input (64x64).
+    train_images = center_crop(train_images, height, width)
+    test_images = center_crop(test_images, height, width)
+    layers = list(config.layers)
+    try:
+        feature_set = FeatureSet.from_encoder(
+            encoder_fn, train_images, test_images, train_labels, test_labels, config.batch_size,
+            names=tuple(dict.fromkeys(layers + ["y"])), class_names=train.class_names, verbose=config.verbose)
+    except ValueError as error:
+        raise UsageError(f"--encoder={config.encoder}: {first_line(error)}") from None
+    results = evaluate_representation(
+        feature_set, metrics=metrics, layers=layers, runs=config.runs, seed=config.seed,
+        encoder_model=encoder_model, neighbours_png=config.neighbours_png,
+        options={m: o for m, o in _options(config).items() if m in metrics}, verbose=config.verbose)
+    results = {"dataset": config.dataset, "encoder": os.path.abspath(config.encoder), **results}
+    log(markdown_table(results).rstrip("\n"))
+    if config.output:
+        io.write_json(config.output, results)
+        log(f"results written to {config.output}")
+    return results
