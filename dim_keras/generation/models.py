@@ -310,7 +310,32 @@ class ImplicitPriorGenerator(_GeneratorEncoderModel):
 
 
 class _TwoPlayerModel(_GeneratorEncoderModel):
-    """A generator against one encoder/critic: the comparison GANs of Table 11."""
+    """A generator against one encoder/critic: the comparison GANs of Table 11.
+
+    A step is ``encoder_steps`` updates of the encoder/critic (``_encoder_step``) and one of the generator,
+    whose loss on the encoder's output for generated images is ``_generator_loss``.
+    """
+
+    def _encoder_step(self, real):
+        raise NotImplementedError
+
+    def _generator_loss(self, fake_output):
+        raise NotImplementedError
+
+    def _generator_step(self, batch_size):
+        with tf.GradientTape() as tape:
+            fake_output = self.encoder(self.generator(self.sample_z(batch_size), training=True), training=True)
+            loss = self._generator_loss(fake_output)
+        variables = self.generator.trainable_variables
+        self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.generator_loss_tracker.update_state(loss)
+
+    def train_step(self, data):
+        real = self._real_samples(data)
+        for _ in range(self.encoder_steps):
+            self._encoder_step(real)
+        self._generator_step(tf.shape(real)[0])
+        return {metric.name: metric.result() for metric in self.metrics}
 
     def compile(self, generator_optimizer=None, encoder_optimizer=None, **kwargs):
         self._compile_optimizers(
@@ -368,20 +393,8 @@ class NSGANCP(_TwoPlayerModel):
         self.encoded_real_tracker.update_state(keras.ops.mean(real_logits))
         self.encoded_fake_tracker.update_state(keras.ops.mean(fake_logits))
 
-    def _generator_step(self, batch_size):
-        with tf.GradientTape() as tape:
-            fake_logits = self.encoder(self.generator(self.sample_z(batch_size), training=True), training=True)
-            loss = keras.ops.mean(tf.nn.softplus(-fake_logits))
-        variables = self.generator.trainable_variables
-        self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.generator_loss_tracker.update_state(loss)
-
-    def train_step(self, data):
-        real = self._real_samples(data)
-        for _ in range(self.encoder_steps):
-            self._encoder_step(real)
-        self._generator_step(tf.shape(real)[0])
-        return {metric.name: metric.result() for metric in self.metrics}
+    def _generator_loss(self, fake_logits):
+        return keras.ops.mean(tf.nn.softplus(-fake_logits))  # non-saturating
 
     def get_config(self):
         config = super().get_config()
@@ -420,7 +433,7 @@ class WGANGP(_TwoPlayerModel):
             self.wasserstein_tracker,
         ]
 
-    def _critic_step(self, real):
+    def _encoder_step(self, real):  # the critic's update
         batch_size = tf.shape(real)[0]
         fake = tf.stop_gradient(self.generator(self.sample_z(batch_size), training=True))
         # One mixing coefficient per sample, broadcast over the sample's other axes.
@@ -444,19 +457,8 @@ class WGANGP(_TwoPlayerModel):
         self.gradient_penalty_tracker.update_state(gradient_penalty)
         self.wasserstein_tracker.update_state(wasserstein)
 
-    def _generator_step(self, batch_size):
-        with tf.GradientTape() as tape:
-            loss = -keras.ops.mean(self.encoder(self.generator(self.sample_z(batch_size), training=True), training=True))
-        variables = self.generator.trainable_variables
-        self.generator_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.generator_loss_tracker.update_state(loss)
-
-    def train_step(self, data):
-        real = self._real_samples(data)
-        for _ in range(self.encoder_steps):
-            self._critic_step(real)
-        self._generator_step(tf.shape(real)[0])
-        return {metric.name: metric.result() for metric in self.metrics}
+    def _generator_loss(self, fake_scores):
+        return -keras.ops.mean(fake_scores)
 
     def get_config(self):
         config = super().get_config()
