@@ -16,30 +16,48 @@ all images in a batch") each positive is contrasted with the local features of
 the *other* images at *all* locations.
 
 Each function returns the bound in nats as a float32 scalar; the training loss
-is its negative.  Scores are cast to float32 first so that the bounds stay
-exact under mixed precision, and all log-sum-exps shift by the max, so scores
-of +-1e4 do not overflow.  Masking is exact: negatives are selected with 0/1
-weights (means) or ``-inf`` (log-sum-exp), never by a soft "-10" offset.
+is its negative.  The negatives of a sample are the *other* samples of the
+batch, so every bound needs ``B >= 2``: a score tensor whose static batch size
+is 0 or 1 raises ``ValueError``.  With a dynamic batch dimension (``None``,
+e.g. the last, partial batch of ``model.fit``) the check cannot run at trace
+time, and a batch of one evaluates to NaN for jsd, dv and nwj (0 / 0 in the
+mean over no negatives) and to a meaningless 0 for infonce (``log 1``, one
+candidate); :class:`dim_keras.models.DeepInfoMax` skips such a batch in
+``train_step`` and ``test_step`` instead of applying NaN gradients.
+
+Scores are cast to float32 first so that the bounds stay exact under mixed
+precision, and all log-sum-exps shift by the max, so scores of +-1e4 do not
+overflow.  Masking is exact: negatives are selected with 0/1 weights (means)
+or ``-inf`` (log-sum-exp), never by a soft "-10" offset.
 """
 
 import math
 
 import tensorflow as tf
+from keras import ops
 
 from dim_keras.choices import ESTIMATORS
 
 _LOG2 = math.log(2.0)
-# exp(80) ~ 5.5e34 is still a finite float32; NWJ's e^{T-1} term is clamped
-# there so that a run-away critic yields a huge finite loss instead of inf.
-_NWJ_MAX_LOG_MEAN_EXP = 80.0
+# NWJ's term e^{-1} E_M[e^T] = exp(lme - 1), lme = log E_M[e^T], is exact for
+# lme <= 30 (the term is then at most e^29 ~ 4e12 nats: a useless critic) and
+# continues linearly beyond, so a run-away critic gets a finite loss (for any
+# lme below ~1e25) whose gradient, e^29, still pulls it back.
+_NWJ_LOG_MEAN_EXP_CAP = 30.0
 
 
-def _as_scores(scores):
+def _as_scores(scores, name):
     scores = tf.convert_to_tensor(scores)
     scores = tf.cast(scores, tf.float32)
     if scores.shape.rank != 3:
         raise ValueError(
             f"scores must have shape [B, B, L], got rank {scores.shape.rank}"
+        )
+    batch = scores.shape[0]
+    if batch is not None and batch < 2:
+        raise ValueError(
+            f"{name} needs at least 2 samples per batch: the negatives are the "
+            f"other samples of the batch, got scores of shape {tuple(scores.shape)}"
         )
     return scores
 
@@ -93,7 +111,7 @@ def jsd_lower_bound(scores):
     marginals").  Because both terms are plain means, this equals the average
     over locations of the per-location bounds (eq. 6).
     """
-    scores = _as_scores(scores)
+    scores = _as_scores(scores, "jsd_lower_bound")
     pos = positive_mask(scores)
     e_pos = _masked_mean(jsd_positive_term(scores), pos)
     e_neg = _masked_mean(jsd_negative_term(scores), 1.0 - pos)
@@ -107,24 +125,37 @@ def dv_lower_bound(scores):
     with every location of every other image), computed as a max-shifted
     log-mean-exp.  With ``L = 1`` this is exactly MINE's batch estimator.
     """
-    scores = _as_scores(scores)
+    scores = _as_scores(scores, "dv_lower_bound")
     pos = positive_mask(scores)
     e_pos = _masked_mean(scores, pos)
     return e_pos - _masked_log_mean_exp(scores, 1.0 - pos)
 
 
+def _exp_minus_one_continued(log_mean_exp, cap=_NWJ_LOG_MEAN_EXP_CAP):
+    """``exp(lme - 1)`` for ``lme <= cap``; beyond, its first-order continuation
+    ``exp(cap - 1) * (1 + (lme - cap))``: finite, continuous and with the
+    positive slope ``exp(cap - 1)`` (a plain clamp would have zero gradient).
+    """
+    clamped = ops.minimum(log_mean_exp, cap)
+    # One expression for both sides: below the cap lme - clamped == 0, so no
+    # branch evaluates exp(lme - 1) itself (whose inf would poison a where's
+    # gradient).
+    return ops.exp(clamped - 1.0) * (1.0 + (log_mean_exp - clamped))
+
+
 def nwj_lower_bound(scores):
     """NWJ bound (Tschannen et al. 2020, eq. 4): ``E_J[T] - e^{-1} E_M[e^T]``.
 
-    The second term is evaluated as ``exp(logmeanexp(T) - 1)``; the
-    log-mean-exp is clamped at 80 so the value stays a finite float32.
+    The second term is evaluated as ``exp(logmeanexp(T) - 1)`` from a
+    max-shifted log-mean-exp; past ``logmeanexp(T) = 30`` it continues
+    linearly (see ``_exp_minus_one_continued``), so the value stays a finite
+    float32 and a run-away critic is still pulled back by the gradient.
     """
-    scores = _as_scores(scores)
+    scores = _as_scores(scores, "nwj_lower_bound")
     pos = positive_mask(scores)
     e_pos = _masked_mean(scores, pos)
     log_mean_exp = _masked_log_mean_exp(scores, 1.0 - pos)
-    log_mean_exp = tf.minimum(log_mean_exp, _NWJ_MAX_LOG_MEAN_EXP)
-    return e_pos - tf.exp(log_mean_exp - 1.0)
+    return e_pos - _exp_minus_one_continued(log_mean_exp)
 
 
 def infonce_lower_bound(scores):
@@ -137,7 +168,7 @@ def infonce_lower_bound(scores):
     candidates the bound is ``log K - E[cross-entropy]``, so it never exceeds
     ``log K`` (``log B`` for vector pairs).
     """
-    scores = _as_scores(scores)
+    scores = _as_scores(scores, "infonce_lower_bound")
     batch = tf.shape(scores)[0]
     locations = tf.shape(scores)[2]
     pos = positive_mask(scores)

@@ -1,6 +1,6 @@
 """The Deep InfoMax model (DIM section 3, eq. 8) as a Keras model.
 
-Training logic lives only in ``train_step``; estimators are the pure
+Training logic lives only in ``train_step`` (``_train_on``); estimators are the pure
 functions of :mod:`dim_keras.estimators`, networks are the layers of
 :mod:`dim_keras.critics`, :mod:`dim_keras.encoders` and :mod:`dim_keras.priors`.
 """
@@ -31,6 +31,12 @@ def _images_of(data):
     return data
 
 
+def _batch_size_of(data):
+    """The leading dimension of a batch's images, ``None`` where unknown."""
+    shape = getattr(_images_of(data), "shape", None)
+    return shape[0] if shape is not None and len(shape) else None
+
+
 def _reducible_across_workers(logs):
     """Gives scalar logs a leading axis of 1 under multi-worker training.
 
@@ -44,6 +50,50 @@ def _reducible_across_workers(logs):
             and strategy.extended._in_multi_worker_mode()):
         return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
     return logs
+
+
+def _check_batch_size(batch):
+    """Raises for a static batch of fewer than 2 images."""
+    if batch is not None and batch < 2:
+        raise ValueError(
+            f"DeepInfoMax needs at least 2 images per batch: the negatives are the "
+            f"other images of the batch (section 3.1), got a batch of {batch}")
+
+
+def _run_unless_batch_of_one(step, images):
+    """Runs ``step(images)`` (a step that updates variables) unless the batch
+    has fewer than 2 images, where every MI bound is NaN (no negatives).
+
+    A static batch of 0 or 1 raises ``ValueError`` at trace time.  A dynamic
+    batch (``None``: ``fit``'s last, partial batch) goes through a cond, so a
+    trailing batch of one runs nothing at all: no weight, batch-norm
+    statistic, optimizer iteration, seed or metric moves.  Under tf.distribute
+    all replicas skip when any has fewer than 2 images (their gradients are
+    all-reduced together).
+    """
+    batch = images.shape[0]
+    if batch is not None:
+        _check_batch_size(batch)
+        step(images)
+        return
+    enough = ops.shape(images)[0] >= 2
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        short = tf.distribute.get_replica_context().all_reduce(
+            "SUM", ops.cast(ops.logical_not(enough), "int32"))
+        enough = ops.equal(short, 0)
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        ops.cond(enough, lambda: step(images), lambda: None)
+        return
+
+    # The optimizers' apply() calls merge_call, which a cond branch built in a
+    # replica context cannot: build the cond in the cross-replica context and
+    # run the step per replica inside it (as keras' LossScaleOptimizer does).
+    def cross_replica(distribution, enough, images):
+        ops.cond(distribution.experimental_local_results(enough)[0],
+                 lambda: distribution.extended.call_for_each_replica(step, args=(images,)),
+                 lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(enough, images))
 
 
 @keras.saving.register_keras_serializable(package="dim_keras")
@@ -63,6 +113,10 @@ class DeepInfoMax(keras.Model):
 
     Negatives come from the other images of the batch at every location
     (section 3.1); the JSD estimator excludes the positives from them (A.3).
+    A batch therefore needs at least 2 images: a static batch of one raises
+    ``ValueError``; a trailing partial batch of one in ``fit``/``evaluate``
+    (dynamic batch dimension) is skipped without touching any variable, and
+    partial batches of 2 or more train normally.
     The prior discriminator (Table 10) is trained by its own optimizer on a
     stop-gradient copy of Y after the encoder's update in the same step.
 
@@ -167,6 +221,19 @@ class DeepInfoMax(keras.Model):
     def call(self, inputs, training=False):
         """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``)."""
         return self.encoder(inputs, training=training)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        """Keras' ``train_on_batch``; a batch of fewer than 2 images raises
+        ``ValueError`` here already: once traced for two batch sizes, Keras
+        relaxes the batch dimension to ``None`` and ``train_step`` could only
+        skip the batch."""
+        _check_batch_size(_batch_size_of(x))
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        """Keras' ``test_on_batch``; raises like ``train_on_batch``."""
+        _check_batch_size(_batch_size_of(x))
+        return super().test_on_batch(x, *args, **kwargs)
 
     def compile(self, optimizer=None, discriminator_optimizer=None, **kwargs):
         """Compiles with one optimizer for encoder + critics (``optimizer``) and
@@ -299,10 +366,13 @@ class DeepInfoMax(keras.Model):
         if d_loss is not None:
             self.discriminator_loss_tracker.update_state(d_loss)
             self.discriminator_accuracy_tracker.update_state(d_accuracy)
+
+    def _logs(self):
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        images = _images_of(data)
+    def _train_on(self, images):
+        """One step on a batch of >= 2 images: the encoder + critics update of
+        eq. 8, then the prior discriminator's update, then the metrics."""
         # Gradients are summed over replicas under tf.distribute: scale the
         # per-replica mean so the update matches one device on the global batch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -322,13 +392,22 @@ class DeepInfoMax(keras.Model):
                 d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
             d_grads = d_tape.gradient(d_scaled, d_variables)
             self.discriminator_optimizer.apply(d_grads, d_variables)
-        return _reducible_across_workers(self._update_trackers(loss, terms, d_loss, d_accuracy))
+        self._update_trackers(loss, terms, d_loss, d_accuracy)
 
-    def test_step(self, data):
-        images = _images_of(data)
+    def _evaluate_on(self, images):
         features = self.encoder(images, training=False)
         loss, terms, prior_y = self._representation_loss(features, training=False)
         d_loss = d_accuracy = None
         if self.prior_discriminator is not None:
             d_loss, d_accuracy = self._discriminator_loss(prior_y)
-        return self._update_trackers(loss, terms, d_loss, d_accuracy)
+        self._update_trackers(loss, terms, d_loss, d_accuracy)
+
+    def train_step(self, data):
+        # A trailing batch of one is skipped, a static one raises (see
+        # _run_unless_batch_of_one); partial batches of >= 2 train normally.
+        _run_unless_batch_of_one(self._train_on, _images_of(data))
+        return _reducible_across_workers(self._logs())
+
+    def test_step(self, data):
+        _run_unless_batch_of_one(self._evaluate_on, _images_of(data))
+        return self._logs()

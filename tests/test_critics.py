@@ -32,22 +32,26 @@ def test_scores_layout_matches_pairwise_evaluation(critic):
             np.testing.assert_allclose(scores[i, j], single, rtol=1e-4, atol=1e-4)
 
 
+def _op_types(critic, global_spec, local_spec):
+    graph = tf.function(critic.__call__).get_concrete_function(global_spec, local_spec).graph
+    return [op.type for op in graph.get_operations()]
+
+
 def test_encode_and_dot_uses_one_matmul_and_no_loops():
+    """The traced critic call: one matmul per embedding Dense layer plus ONE for
+    all B x B x L pair scores, and no loop.  Scoring pair by pair would unroll
+    into B*B more matmuls for a static batch, or a While loop for a symbolic one."""
     critic = critics.EncodeAndDotCritic(16, batch_norm=False)
     y, local = _inputs()
     critic(y, local)
-    fn = tf.function(lambda a, b: critics.pairwise_dot_scores(a, b))
-    graph = fn.get_concrete_function(
-        tf.TensorSpec([None, 16]), tf.TensorSpec([None, None, 16])).graph
-    ops = [op.type for op in graph.get_operations()]
-    assert sum(t in ("MatMul", "BatchMatMulV2", "BatchMatMulV3") for t in ops) == 1
-    assert not any(t in ("While", "StatelessWhile") for t in ops)
-    # The whole critic, traced for a symbolic batch, has no loop either, and its
-    # only matmuls are the embedding layers plus the one pair-score matmul.
-    whole = tf.function(lambda a, b: critic(a, b)).get_concrete_function(
-        tf.TensorSpec([None, 6]), tf.TensorSpec([None, 4, 4, 5])).graph
-    types = [op.type for op in whole.get_operations()]
-    assert not any(t in ("While", "StatelessWhile") for t in types)
+    dense_layers = [w for w in critic.weights if w.path.endswith("kernel")]
+    assert len(dense_layers) == 6  # hidden, out, shortcut of both embeddings
+    matmuls = ("MatMul", "BatchMatMulV2", "BatchMatMulV3")
+    for specs in ((tf.TensorSpec([3, 6]), tf.TensorSpec([3, 4, 4, 5])),
+                  (tf.TensorSpec([None, 6]), tf.TensorSpec([None, 4, 4, 5]))):
+        types = _op_types(critic, *specs)
+        assert sum(t in matmuls for t in types) == len(dense_layers) + 1, specs
+        assert not any(t in ("While", "StatelessWhile", "For") for t in types), specs
 
 
 def test_encode_and_dot_architecture():

@@ -5,6 +5,7 @@ and TF_CONFIG must be set before TensorFlow initialises its devices, which
 pytest's process has already done.
 """
 import json
+import math
 import os
 import socket
 import subprocess
@@ -112,6 +113,23 @@ MIRRORED_SCRIPT = COMMON + textwrap.dedent("""
         "discriminator_moved": float(max(np.abs(a - b).max() for a, b in zip(after, before))),
         "keys": sorted(history),
     }
+
+    # 18 images in global batches of 16: the trailing batch of 2 gives each
+    # replica a batch of one, so every replica skips it (no NaN, no update).
+    with strategy.scope():
+        model = make_model(False, gamma=0.1)
+    after_batch = {}
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: after_batch.setdefault(
+        batch, [v.numpy().copy() for v in model.variables]))
+    model.fit(np.concatenate([images, images[:2]]), batch_size=GLOBAL_BATCH, shuffle=False, verbose=0,
+              callbacks=[record])
+    report["trailing_batch_of_one_per_replica"] = {
+        "batches": sorted(after_batch),
+        "finite": bool(all(np.all(np.isfinite(v)) for v in after_batch[1])),
+        "unchanged": bool(all(np.array_equal(a, b) for a, b in zip(after_batch[0], after_batch[1]))),
+        "iterations": int(model.optimizer.iterations.numpy()),
+        "discriminator_iterations": int(model.discriminator_optimizer.iterations.numpy()),
+    }
     print("REPORT " + json.dumps(report))
 """)
 
@@ -170,6 +188,13 @@ def test_prior_discriminator_trains_under_two_replicas(mirrored_report):
     assert {"discriminator_loss", "prior_loss", "local_mi", "global_mi"} <= set(prior["keys"])
 
 
+def test_trailing_batch_of_one_per_replica_is_skipped(mirrored_report):
+    result = mirrored_report["trailing_batch_of_one_per_replica"]
+    assert result["batches"] == [0, 1]
+    assert result["finite"] and result["unchanged"]
+    assert result["iterations"] == result["discriminator_iterations"] == 1
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -203,6 +228,8 @@ def test_two_local_workers_train_under_multi_worker_mirrored_strategy(tmp_path):
         assert proc.returncode == 0, stderr[-3000:]
     reports = [_report(stdout) for stdout, _ in outputs]
     for report in reports:
-        assert report["loss"] == report["loss"]  # finite, not NaN
+        assert math.isfinite(report["loss"]) and math.isfinite(report["weight_sum"])
+    # Keras reduces the logs across workers: both report the same loss.
+    assert reports[0]["loss"] == pytest.approx(reports[1]["loss"], rel=1e-6)
     # Both workers apply the same all-reduced updates: identical weights.
     assert reports[0]["weight_sum"] == pytest.approx(reports[1]["weight_sum"], rel=1e-6)

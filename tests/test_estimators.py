@@ -47,6 +47,73 @@ def test_infonce_by_hand():
     assert float(estimators.infonce_lower_bound(S)) == pytest.approx(expected, abs=1e-6)
 
 
+# A batch of 3 with one location: scores[i, j] = T(global i, local j).
+S3 = np.array([[2.0, 0.0, -1.0],
+               [1.0, 3.0, 0.0],
+               [-2.0, 1.0, 1.0]], dtype=np.float32)[:, :, None]
+POS3 = [2.0, 3.0, 1.0]
+NEG3 = {0: [0.0, -1.0], 1: [1.0, 0.0], 2: [-2.0, 1.0]}  # row i: T(i, j) for j != i
+ALL_NEG3 = [t for row in NEG3.values() for t in row]
+BY_HAND_3 = {
+    "jsd": (sum(math.log(2) - sp(-t) for t in POS3) / 3
+            - sum(sp(t) - math.log(2) for t in ALL_NEG3) / 6),
+    "dv": sum(POS3) / 3 - math.log(sum(math.exp(t) for t in ALL_NEG3) / 6),
+    "nwj": sum(POS3) / 3 - math.exp(-1) * sum(math.exp(t) for t in ALL_NEG3) / 6,
+    # K = 1 + (B - 1) L = 3 candidates per positive.
+    "infonce": math.log(3) + sum(
+        p - math.log(math.exp(p) + sum(math.exp(t) for t in NEG3[i]))
+        for i, p in enumerate(POS3)) / 3,
+}
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_odd_batch_of_three_by_hand(name):
+    """No assumption on the batch size: a partial batch of 3 gives the exact bound."""
+    assert float(estimators.mi_lower_bound(S3, name)) == pytest.approx(BY_HAND_3[name], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_batch_of_one_raises(name):
+    with pytest.raises(ValueError, match="needs at least 2 samples per batch: the negatives are "
+                                         "the other samples of the batch"):
+        estimators.mi_lower_bound(S[:1, :1], name)
+    # A dynamic batch dimension cannot be checked at trace time (the model
+    # guards it): tracing succeeds and a batch of 3 still gives the exact bound.
+    bound = tf.function(lambda s: estimators.mi_lower_bound(s, name))
+    traced = bound.get_concrete_function(tf.TensorSpec([None, None, 1]))
+    assert float(traced(tf.constant(S3))) == pytest.approx(BY_HAND_3[name], abs=1e-6)
+
+
+def test_nwj_exact_up_to_high_scores():
+    """E_J[T] - e^{-1} E_M[e^T] exactly, also where e^{T-1} is ~1e10."""
+    shift = 25.0
+    expected = (sum(POS) / 4 + shift
+                - math.exp(shift - 1) * sum(math.exp(t) for t in NEG) / 4)
+    assert float(estimators.nwj_lower_bound(S + shift)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_nwj_runaway_critic_is_finite_and_pulled_back():
+    """Scores ~200: past the cap (log E_M[e^T] = 30) the term e^{lme - 1} goes on
+    as e^29 (1 + lme - 30): finite, and the gradient still lowers the negatives."""
+    s = tf.constant(S + 200.0)
+    with tf.GradientTape() as tape:
+        tape.watch(s)
+        value = estimators.nwj_lower_bound(s)
+    grad = tape.gradient(value, s).numpy()
+    neg_exp = [math.exp(t) for t in NEG]
+    lme = 200.0 + math.log(sum(neg_exp) / 4)
+    expected = sum(POS) / 4 + 200.0 - math.exp(29.0) * (1.0 + lme - 30.0)
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+    # d bound / d T: 1/4 on each positive; -e^29 softmax(T) on the negatives,
+    # so ascending the bound pushes every negative score down.
+    eye = np.eye(2, dtype=bool)
+    np.testing.assert_allclose(grad[eye], 0.25, rtol=1e-6)
+    negatives = grad[~eye].ravel()  # order S[0, 1, :], S[1, 0, :] == NEG
+    np.testing.assert_allclose(negatives, [-math.exp(29.0) * e / sum(neg_exp) for e in neg_exp],
+                               rtol=1e-5)
+    assert np.all(negatives < 0)
+
+
 @pytest.mark.parametrize("name", estimators.ESTIMATORS)
 def test_jsd_dv_nwj_exclude_positives_infonce_only_as_numerator(name):
     """Changing a positive score must not change any negative term: raising the

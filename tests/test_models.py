@@ -92,6 +92,64 @@ def test_fit_reports_every_term(estimator, jit):
         assert np.all(np.isfinite(history.history[name]))
 
 
+def test_batch_of_one_raises_a_clear_error():
+    model = tiny_model(gamma=0.1)
+    model.compile()
+    one = images(1)
+    message = "at least 2 images per batch: the negatives are the other images"
+    with pytest.raises(ValueError, match=message):
+        model.train_on_batch(one)
+    with pytest.raises(ValueError, match=message):
+        model.test_on_batch(one)
+    # A static batch dimension of 1 inside fit (drop_remainder) fails at trace time.
+    static_ones = tf.data.Dataset.from_tensor_slices(images(2)).batch(1, drop_remainder=True)
+    with pytest.raises(ValueError, match=message):
+        model.fit(static_ones, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+
+
+def test_fit_skips_a_trailing_batch_of_one_exactly():
+    """9 images, batch 8, under XLA and with the prior discriminator's own
+    optimizer: the first batch trains, the last (dynamic) batch of 1 changes no
+    weight, batch-norm statistic, optimizer iteration or metric."""
+    model = tiny_model(alpha=0.5, gamma=0.1)
+    model.compile(jit_compile=True)
+    start = _snapshot(model.variables)
+    after_batch = {}
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: after_batch.setdefault(batch, _snapshot(model.variables)))
+    history = model.fit(images(9), batch_size=8, epochs=1, verbose=0, callbacks=[record],
+                        validation_data=(images(9, seed=1),), validation_batch_size=8)
+    assert sorted(after_batch) == [0, 1]
+    assert all(np.all(np.isfinite(v.numpy())) for v in model.variables)
+    assert sum(_changed(start, model.variables)) >= len(start) - 2
+    # Every variable (seed state included) after the batch of 1 == after batch 0.
+    for before, after in zip(after_batch[0], after_batch[1]):
+        np.testing.assert_array_equal(before, after)
+    assert int(model.optimizer.iterations) == 1
+    assert int(model.discriminator_optimizer.iterations) == 1
+    assert float(model.loss_tracker.count) == 1  # the metrics saw one batch
+    # Validation skips its trailing batch of one too instead of logging NaN.
+    assert np.isfinite(history.history["val_local_mi"][0])
+
+
+def test_partial_batch_of_three_gives_its_exact_bound():
+    """A dynamic batch of 3 (fit with batch_size 8) trains on the bounds of
+    those 3 images: its logged terms equal the bounds computed directly."""
+    model = tiny_model(alpha=0.5, beta=1.0, gamma=0.0, estimator="dv")
+    model.compile()
+    x = images(3)
+    features = model.encoder(x, training=True)
+    expected = {
+        "global_mi": estimators.dv_lower_bound(model.global_critic(features["y"], features["conv"], training=True)),
+        "local_mi": estimators.dv_lower_bound(model.local_critic(features["y"], features["local"], training=True)),
+    }
+    history = model.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    for name, value in expected.items():
+        assert history.history[name][0] == pytest.approx(float(value), abs=1e-5), name
+    assert int(model.optimizer.iterations) == 1
+
+
 def test_dim_l_defaults_and_validation():
     model = dk.DeepInfoMax(tiny_encoder())
     assert (model.alpha, model.beta, model.gamma) == (0.0, 1.0, 0.1)
