@@ -203,3 +203,19 @@ def test_app_is_importable_without_defining_flags():
     namespace = runpy.run_path(APP)
     assert callable(namespace["run"])
     assert "search_dir" not in flags.FLAGS and "alphas" not in flags.FLAGS
+
+
+def test_corrupt_data_stops_the_search_with_one_usage_error_and_the_search_resumes(tmp_path):
+    from official_formats import write_cifar10
+    write_cifar10(str(tmp_path / "data"), n_per_batch=16, rng=np.random.default_rng(0))
+    batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1"
+    good = batch.read_bytes()
+    batch.write_bytes(good[:100])  # truncated
+    train = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), embedding_dim=32, y_dim=16,
+                        batch_size=16, steps_per_epoch=2, epochs=1, jit_compile=False, probe=False, verbose=0)
+    config = tiny_config(tmp_path / "search", alphas=(1.0,), betas=(1.0,), eval_max_train=60, train=train)
+    with pytest.raises(UsageError, match="truncated"):  # not a failed trial per grid point
+        ablation.search(config)
+    batch.write_bytes(good)
+    rows = ablation.search(config)["rows"]
+    assert [(r["alpha"], r["beta"], r["status"]) for r in rows] == [(1.0, 1.0, "COMPLETED")]

@@ -132,6 +132,8 @@ class _AblationTuner:
             result = train(train_config, log=lambda *a: None)
         except TrainingDiverged as err:
             raise kt.errors.FailedTrialError(str(err)) from None
+        except UsageError as err:  # missing or corrupt data fails every trial alike: stop the search
+            raise _StopSearch(err) from None
         measures = measure_encoder(load_encoder(result["encoder"]), config, config.all_measures())
         for name, value in measures.items():
             if not math.isfinite(value):
@@ -143,6 +145,15 @@ class _AblationTuner:
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         write_results(self.ablation_config, collect_rows(self))
+
+
+class _StopSearch(kt.errors.FatalError):
+    """Carries a user mistake found in a trial out of keras-tuner (which records other errors as failed
+    trials and goes on); :func:`search` raises the UsageError again."""
+
+    def __init__(self, usage_error):
+        super().__init__(str(usage_error))
+        self.usage_error = usage_error
 
 
 class GridAblation(_AblationTuner, kt.Tuner):
@@ -311,7 +322,10 @@ def search(config):
     os.makedirs(config.search_dir, exist_ok=True)
     io.remove_temporaries(config.search_dir)  # left by a killed search
     tuner = make_tuner(config)
-    tuner.search()
+    try:
+        tuner.search()
+    except _StopSearch as stop:
+        raise stop.usage_error from None
     summary = write_results(config, collect_rows(tuner))
     return {"rows": summary["trials"], "best": summary.get("best"), "trainings_run": tuner.trainings_run,
             "results": os.path.join(config.search_dir, "results.csv")}
