@@ -27,4 +27,4 @@ def run(config):
 
 if __name__ == "__main__":
     cli.run_app(TrainConfig, run, "train.py",
-                interrupt_hint="; the last finished epoch is saved: rerun with --resume to continue")
+                interrupt_hint="; the training state is saved: rerun with --resume to continue")

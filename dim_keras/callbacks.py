@@ -63,6 +63,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.epochs_done.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
 
+    def save_interrupted(self):
+        """Saves the current state after an interrupt (Ctrl-C, SIGTERM) mid-epoch; returns its path.
+
+        ``epochs_done`` stays at the last finished epoch, so a resumed run
+        repeats that epoch's number but starts from the weights, optimizer and
+        seed state reached so far: no finished step is lost.  (Call it only
+        when the state is finite.)
+        """
+        return self.manager.save(checkpoint_number=int(self.epochs_done.numpy()))
+
 
 class MetricsJsonLogger(keras.callbacks.Callback):
     """Appends each epoch's metrics to ``metrics.json`` (a list of dicts).

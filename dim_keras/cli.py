@@ -11,12 +11,13 @@
 """
 
 import dataclasses
+import signal
 import sys
 
 from absl import app, flags
 
 from dim_keras import config as config_lib
-from dim_keras.errors import TrainingDiverged, UsageError, first_line
+from dim_keras.errors import Terminated, TrainingDiverged, UsageError, first_line
 
 def fail(prog, message, code=2):
     """Prints ``<prog>: error: <message>`` (one line) on stderr and exits (2: user mistake)."""
@@ -101,13 +102,17 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS):
 
 
 # --------------------------------------------------------------------- app
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_app(config_cls, run, prog, interrupt_hint=""):
     """The whole command line of an app.
 
     ``run(config)`` does the work (it imports TensorFlow when it needs it);
     the flags are parsed and the config validated before that, so a mistake
     costs the user no TensorFlow start-up.  ``interrupt_hint`` is appended to
-    the Ctrl-C line (e.g. how to resume).
+    the Ctrl-C / SIGTERM line (e.g. how to resume).
     """
     define_flags(config_cls, module_name=sys.argv[0])
 
@@ -121,19 +126,26 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
         if len(argv) > 1:
             fail(prog, f"unexpected arguments: {' '.join(argv[1:])}")
         try:
-            config = config_lib.validate(config_from_flags(config_cls))
+            config = config_from_flags(config_cls)
+            if hasattr(config, "from_command_line"):  # e.g. --resume takes the run's saved settings
+                config = config.from_command_line(
+                    {field.name for field, _, _ in flag_fields(config_cls) if flags.FLAGS[field.name].present})
+            config = config_lib.validate(config)
         except UsageError as error:
             fail(prog, error)
         from dim_keras import runtime  # TF-free itself; filters what TensorFlow prints from here on
         runtime.filter_native_logs()
+        signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             run(config)
         except UsageError as error:
             fail(prog, error)
         except TrainingDiverged as error:
             fail(prog, error, code=1)
-        except KeyboardInterrupt:
-            fail(prog, f"interrupted{interrupt_hint}", code=130)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C (130) or SIGTERM (143)
+            terminated = isinstance(interrupt, Terminated)
+            fail(prog, f"{'terminated' if terminated else 'interrupted'}{interrupt_hint}",
+                 code=143 if terminated else 130)
         except OSError as error:
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""
             fail(prog, f"{where}{error.strerror or first_line(error)}", code=1)

@@ -15,8 +15,10 @@ turned into flags recursively.
 
 import dataclasses
 import datetime
+import json
 import math
 import os
+import typing
 
 from dim_keras import choices
 from dim_keras import io
@@ -194,8 +196,19 @@ class TrainConfig:
     synchronized_bn: bool = setting(False, "Batch-norm statistics over all replicas.")
     probe: bool = setting(True, "After training, print a linear probe table (labelled datasets).")
     probe_max_train: int = setting(10000, "Training examples used by the linear probe.", minimum=10)
+    keep_checkpoints: int = setting(1, "Epoch checkpoints kept in <output_dir>/checkpoints (the newest; "
+                                    "each holds the weights and the optimizers' state).", minimum=1)
+    keras_optimizer_state: bool = setting(False, "Also store the optimizers' state in model.keras (about "
+                                          "3x its size; the checkpoints already hold it for --resume).")
     verbose: int = setting(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
                            choices=(0, 1, 2))
+
+    # What a resumed run may change: how long, where and how it runs.  Every other setting defines the
+    # model, the data or the objective, and a resumed run keeps the one in its config.json.
+    RESUMABLE: typing.ClassVar[tuple] = (
+        "data_dir", "download", "epochs", "steps_per_epoch", "output_dir", "resume", "jit_compile", "strategy",
+        "synchronized_bn", "mixed_precision", "probe", "probe_max_train", "verbose", "keep_checkpoints",
+        "keras_optimizer_state")
 
     def check(self):
         if self.alpha == 0 and self.beta == 0:
@@ -211,6 +224,11 @@ class TrainConfig:
         if self.dataset == "folder" and not self.data_dir:
             raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
 
+    def from_command_line(self, explicit):
+        """What a command line means (``explicit``: the names of the flags it gives): with ``--resume``,
+        the run's saved settings with those flags on top (:func:`resume_config`)."""
+        return resume_config(self, explicit)
+
     def objective_name(self):
         return (f"{self.estimator}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
                 f"-{self.local_critic}")
@@ -221,6 +239,51 @@ class TrainConfig:
     def default_output_dir(self):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         return os.path.join("saved_models", f"{self.dataset}-{self.objective_name()}-{stamp}")
+
+
+RUN_CONFIG = "config.json"
+
+
+def load_run_config(output_dir):
+    """``(TrainConfig, record)`` of the run in ``output_dir``: its settings and the rest of its config.json
+    (``resolved``: what "auto" settings became; ``history``: one entry per start)."""
+    path = os.path.join(output_dir, RUN_CONFIG)
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+        settings = {k: v for k, v in record.items() if k not in ("resolved", "history")}
+        return from_dict(TrainConfig, settings), record
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"--resume: cannot read {path} ({error})") from None
+
+
+def changed_settings(saved, config):
+    """``{name: (saved value, new value)}`` for every setting of ``config`` that differs from ``saved``."""
+    return {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in dataclasses.fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(config, f.name)}
+
+
+def check_resumable(saved, config):
+    """Raises UsageError (one line) if ``config`` changes a setting that defines ``saved``'s model or objective."""
+    for name, (old, new) in changed_settings(saved, config).items():
+        if name not in TrainConfig.RESUMABLE:
+            raise UsageError(f"--{name}={new} differs from the run's {name}={old} ({RUN_CONFIG}); a resumed run keeps "
+                             f"what defines its model, data and objective: drop --{name} or start a new --output_dir")
+
+
+def resume_config(config, explicit):
+    """The config a ``--resume`` command line means: the run's saved settings, with the flags given
+    explicitly (``explicit``: their names) applied on top; changing a setting that is not
+    ``TrainConfig.RESUMABLE`` is a UsageError.  ``config`` is returned unchanged when it does not resume
+    (or there is no run to resume: :meth:`TrainConfig.check` reports that)."""
+    if not config.resume or not config.output_dir or not os.path.exists(os.path.join(config.output_dir, RUN_CONFIG)):
+        return config
+    saved, _ = load_run_config(config.output_dir)
+    merged = dataclasses.replace(saved, **{name: getattr(config, name) for name in explicit
+                                           if hasattr(saved, name)})
+    merged.resume, merged.output_dir = True, config.output_dir
+    check_resumable(saved, merged)
+    return merged
 
 
 # ================================================================ generate

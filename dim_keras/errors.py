@@ -29,6 +29,10 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so a run stops as cleanly as on Ctrl-C (exit code 143)."""
+
+
 def first_line(error):
     """The first non-empty line of an exception's message (or its type name)."""
     for line in str(error).splitlines():

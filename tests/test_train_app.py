@@ -134,8 +134,59 @@ def test_sigkill_then_resume_completes_without_starting_over(tmp_path):
     assert (out / "encoder" / "saved_model.pb").exists()
     assert (out / "model.keras").exists()
     probe = json.loads((out / "probe.json").read_text())
-    assert set(probe) == {"y", "fc", "conv"} and all(0 <= v <= 1 for v in probe.values())
-    assert "| y |" in result.stdout
+    assert set(probe) == {"random_init", "trained"}
+    assert all(set(probe[which]) == {"y", "fc", "conv"} for which in probe)
+    assert "| y |" in result.stdout and "random init" in result.stdout
     assert any(name.startswith("events") for name in os.listdir(out / "logs" / "train"))
     # A finished run refuses to be overwritten without --resume.
     assert_usage_error(run(args), "--resume")
+
+
+def _files_of(directory):
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_resume_keeps_the_runs_settings_and_refuses_a_changed_model(tmp_path):
+    out = tmp_path / "run"
+    first = run(QUICK + ["--epochs=1", "--noprobe", f"--output_dir={out}", "--estimator=jsd"])
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"output directory: {out}" in first.stdout and f"everything is in {out}" in first.stdout
+    before = _files_of(out)
+    for flag in ("--estimator=dv", "--local_critic=concat", "--embedding_dim=64", "--dataset=cifar10"):
+        result = run_without_tensorflow(("apps", "train.py"), ["--resume", f"--output_dir={out}", flag])
+        assert_usage_error(result, f"{flag} differs from the run's", "drop")
+    assert _files_of(out) == before  # refused before anything was written
+    # Only the flags given change; the others come from config.json (embedding_dim=32, y_dim=16, ...).
+    result = run(["--resume", f"--output_dir={out}", "--epochs=2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["epochs"], saved["embedding_dim"], saved["estimator"]) == (2, 32, "jsd")
+    assert saved["resolved"]["encoder"] == "dcgan"  # "auto" on 32x32 digits
+    assert [entry["changed"] for entry in saved["history"]] == [{}, {"epochs": {"from": 1, "to": 2}}]
+
+
+@pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"),
+                                               (signal.SIGTERM, 143, "terminated")])
+def test_interrupt_saves_the_state_says_how_to_continue_and_resume_completes(tmp_path, signum, code, word):
+    out = tmp_path / "run"
+    args = QUICK + ["--noprobe", f"--output_dir={out}"]
+    proc = subprocess.Popen(TRAIN + args + ["--epochs=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    try:
+        _wait_for_checkpoint(out, proc, epochs=1)
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, stderr[-2000:]
+    assert stderr.strip().splitlines() == [
+        f"train.py: error: {word}; the training state is saved: rerun with --resume to continue"]
+    assert "training state saved to" in stdout
+    done = len(json.loads((out / "metrics.json").read_text()))
+    result = run(["--resume", f"--output_dir={out}", f"--epochs={done + 1}"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed_after = int(result.stdout.split("resuming")[1].split("after epoch")[1].split()[0])
+    assert resumed_after in (done - 1, done)  # the checkpoint never runs ahead of metrics.json
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == list(range(1, done + 2))
+    assert (out / "encoder" / "saved_model.pb").exists()
