@@ -148,8 +148,14 @@ def _files_of(directory):
 
 def test_resume_keeps_the_runs_settings_and_refuses_a_changed_model(tmp_path):
     out = tmp_path / "run"
-    first = run(QUICK + ["--epochs=1", "--noprobe", f"--output_dir={out}", "--estimator=jsd"])
+    umask = os.umask(0o022)  # the usual umask: every output must then be readable by others
+    try:
+        first = run(QUICK + ["--epochs=1", "--noprobe", f"--output_dir={out}", "--estimator=jsd"])
+    finally:
+        os.umask(umask)
     assert first.returncode == 0, first.stderr[-2000:]
+    for path in [out, *out.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
     assert f"output directory: {out}" in first.stdout and f"everything is in {out}" in first.stdout
     before = _files_of(out)
     for flag in ("--estimator=dv", "--local_critic=concat", "--embedding_dim=64", "--dataset=cifar10"):
