@@ -2,9 +2,9 @@ r"""Train an image generator by implicit prior matching to two Gaussians (Hjelm 
 or one of the Table 11 baselines (NS-GAN-CP, WGAN-GP), and track its quality offline.
 
     python apps/generate.py --dataset=digits --model=implicit --architecture=dcgan --epochs=10 \
-        --output_dir=runs/generate_digits
+        --output_dir=saved_models/generate_digits
 
-Writes to --output_dir:
+Writes to --output_dir (default saved_models/generate-<model>-<timestamp>):
   samples/epoch_NNN.png     an 8x8 grid of samples from a fixed z after every epoch (epoch_000: untrained G)
   histograms/epoch_NNN.png  histograms of the encoder's 1-D output on real vs generated images (as Fig. 15),
                             with the targets N(mu_P, 1) and N(mu_Q, 1) of the implicit generator drawn in

@@ -5,10 +5,14 @@
     python apps/train.py --flagfile=run.flags
 
 Writes to --output_dir (default saved_models/<dataset>-<objective>-<time>):
-checkpoints/ (every epoch; --resume continues), logs/ (TensorBoard),
-metrics.json, config.json, encoder/ (SavedModel: uint8 images -> features),
-model.keras, probe.json (labelled datasets).  The flags are the fields of
+checkpoints/ (after every epoch, the newest --keep_checkpoints kept; --resume
+continues), logs/ (TensorBoard), metrics.json, config.json, encoder/
+(SavedModel: uint8 images -> features), model.keras (without the optimizer
+state unless --keras_optimizer_state), probe.json (labelled datasets).  The flags are the fields of
 dim_keras.config.TrainConfig; the run is dim_keras.runs.train.train.
+
+Several machines: one process per worker with TF_CONFIG and --strategy=multi_worker; the chief writes
+all of the above, every other worker only checkpoints/ (docs/DISTRIBUTED.md).
 """
 
 import os

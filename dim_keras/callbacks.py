@@ -114,3 +114,36 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1
+
+
+class AverageReplicaStatistics(keras.callbacks.Callback):
+    """At every epoch end, sets each replica's batch-norm moving statistics to their mean over all replicas.
+
+    Keras updates a BatchNormalization layer's moving mean and variance (variables with aggregation
+    "none") on every replica from that replica's own sub-batch, so under tf.distribute the copies drift
+    apart, across the devices of a worker and across workers (unless ``--synchronized_bn``).  Averaging
+    them before the epoch's checkpoint (put this callback before :class:`EpochCheckpoint`) keeps the
+    checkpoints of all workers identical and gives the export the statistics of the whole global batch,
+    not of the chief's share.  A collective: every worker runs it.  Nothing to do with one replica.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+        self._average = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.strategy.num_replicas_in_sync < 2:
+            return
+        if self._average is None:
+            variables = [v for v in self.model.non_trainable_variables
+                         if v.aggregation == "none" and "float" in str(v.dtype)]
+
+            def replica_step():
+                means = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in variables])
+                for variable, mean in zip(variables, means):
+                    variable.assign(mean)  # aggregation "none": each replica assigns its own copy
+
+            self._average = tf.function(lambda: self.strategy.run(replica_step))
+        self._average()

@@ -6,7 +6,8 @@
 - :func:`run_app` is the whole ``main`` of an app: parse, validate (before
   TensorFlow is imported), filter TensorFlow's start-up noise, call the run
   function, and turn every failure into one line on stderr with exit code 2
-  (a user mistake) or 1 (diverged training, a failing disk), and Ctrl-C into
+  (a user mistake) or 1 (diverged training, a failing disk, a lost worker of a
+  multi-worker run), and Ctrl-C into
   one line with exit code 130.
 """
 
@@ -17,7 +18,7 @@ import sys
 from absl import app, flags
 
 from dim_keras import config as config_lib
-from dim_keras.errors import Terminated, TrainingDiverged, UsageError, first_line
+from dim_keras.errors import Terminated, TrainingDiverged, UsageError, WorkerLost, first_line
 
 def fail(prog, message, code=2):
     """Prints ``<prog>: error: <message>`` (one line) on stderr and exits (2: user mistake)."""
@@ -102,6 +103,25 @@ def config_from_flags(config_cls, flag_values=flags.FLAGS):
 
 
 # --------------------------------------------------------------------- app
+_HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
+
+
+def _options(argv):
+    """The arguments of ``argv`` before a ``--`` (after it everything is positional)."""
+    args = list(argv[1:])
+    return args[:args.index("--")] if "--" in args else args
+
+
+def _with_long_help(argv):
+    """``argv`` with ``-h`` spelled ``--help`` (absl knows only ``--help`` and ``-?``)."""
+    options = _options(argv)
+    return [argv[0], *("--help" if arg == "-h" else arg for arg in options), *argv[1 + len(options):]]
+
+
+def _asks_for_help(argv):
+    return any(arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in _HELP_FLAGS for arg in _options(argv))
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -117,10 +137,16 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
     define_flags(config_cls, module_name=sys.argv[0])
 
     def parse_flags(argv):
+        argv = _with_long_help(argv)
         try:
             return flags.FLAGS(argv)
         except flags.Error as error:
             fail(prog, first_line(error))
+        except SystemExit as done:
+            # absl prints the usage of --help/--helpfull/... and exits with status 1; asking for help is no error.
+            if done.code == 1 and _asks_for_help(argv):
+                sys.exit(0)
+            raise
 
     def main(argv):
         if len(argv) > 1:
@@ -140,7 +166,7 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
             run(config)
         except UsageError as error:
             fail(prog, error)
-        except TrainingDiverged as error:
+        except (TrainingDiverged, WorkerLost) as error:
             fail(prog, error, code=1)
         except KeyboardInterrupt as interrupt:  # Ctrl-C (130) or SIGTERM (143)
             terminated = isinstance(interrupt, Terminated)

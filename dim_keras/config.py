@@ -173,6 +173,8 @@ class TrainConfig:
         "does not mention it, so it is off).", minimum=0.0)
     encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
                            "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
+    image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
+                              "the images' own size, which must then be the same for all of them).", minimum=8)
     embedding_dim: int = setting(2048, "Width of the encode-and-dot critic's embedding (2048 in the paper).",
                                  minimum=1)
     y_dim: int = setting(64, "Size of the representation Y (64 in the paper).", minimum=1)
@@ -223,6 +225,9 @@ class TrainConfig:
                              "another --output_dir")
         if self.dataset == "folder" and not self.data_dir:
             raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if self.image_size is not None and self.dataset != "folder":
+            raise UsageError(f"--image_size applies to --dataset=folder only; {self.dataset} is used at its own "
+                             "size")
 
     def from_command_line(self, explicit):
         """What a command line means (``explicit``: the names of the flags it gives): with ``--resume``,
@@ -292,6 +297,8 @@ class GenerateConfig:
     """Generator training (``apps/generate.py``, ``dim_keras.runs.generate``): App. A.8 and Table 11."""
     dataset: str = setting("digits", "Dataset (see apps/train.py).", choices=choices.DATASETS)
     data_dir: str = setting(None, "Directory holding the dataset files.", path="input_dir")
+    image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
+                              "the images' own size, which must then be the same for all of them).", minimum=8)
     model: str = setting("implicit", "implicit (App. A.8), nsgan_cp or wgan_gp (Table 11 baselines).",
                          choices=choices.GENERATIVE_MODELS)
     architecture: str = setting("dcgan", "dcgan (images of side <= 32) or resnet (Gulrajani et al.).",
@@ -317,8 +324,8 @@ class GenerateConfig:
     feature_encoder: str = setting(None, "SavedModel dir of a DIM encoder whose features the distances use "
                                    "(default: a fixed random-init conv net).", path="input_dir")
     feature_name: str = setting("fc", "Output of --feature_encoder to use.", choices=choices.ENCODER_OUTPUTS)
-    output_dir: str = setting("runs/generate", "Where samples, histograms, metrics and the generator go.",
-                              path="output_dir")
+    output_dir: str = setting(None, "Where samples, histograms, metrics and the generator go (default "
+                              "saved_models/generate-<model>-<timestamp>).", path="output_dir")
     seed: int = setting(0, "Random seed (weights, z, data order).")
     jit_compile: bool = setting(True, "Compile the train step with XLA.")
     verbose: int = setting(2, "Keras fit verbosity (0, 1 or 2).", choices=(0, 1, 2))
@@ -328,11 +335,19 @@ class GenerateConfig:
             raise UsageError("--mu_p and --mu_q must differ")
         if self.dataset == "folder" and not self.data_dir:
             raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if self.image_size is not None and self.dataset != "folder":
+            raise UsageError(f"--image_size applies to --dataset=folder only; {self.dataset} is used at its own "
+                             "size")
         if self.feature_encoder is not None and not any(
                 os.path.isfile(os.path.join(self.feature_encoder, name))
                 for name in ("saved_model.pb", "saved_model.pbtxt")):
             raise UsageError(f"--feature_encoder={self.feature_encoder} is not a SavedModel directory "
                              "(no saved_model.pb); export the encoder with dim_keras.export")
+
+    def default_output_dir(self):
+        """``saved_models/generate-<model>-<timestamp>``: next to the training runs (TrainConfig's)."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return os.path.join("saved_models", f"generate-{self.model}-{stamp}")
 
 
 # ================================================================ evaluate
@@ -446,6 +461,9 @@ class AblationConfig:
                               minimum=1)
     eval_epochs: int = setting(20, "Training epochs of the MS-SSIM decoder, MINE and NDM networks.", minimum=1)
     eval_max_train: int = setting(10000, "Training images used by the measures.", minimum=10)
+    keep_trial_models: bool = setting(False, "Keep every finished trial's checkpoints and model.keras (by "
+                                      "default removed once its measures are written; its exported "
+                                      "encoder, measures and logs stay).")
     # alpha, beta, gamma come from the search; each trial writes to its own directory.
     train: TrainConfig = nested(TrainConfig, "Settings of every trial's training run.",
                                 exclude=("alpha", "beta", "gamma", "output_dir", "resume", "probe",
@@ -463,6 +481,12 @@ class AblationConfig:
                 raise UsageError(f"--{name} must be low,high with low < high, got {','.join(map(str, values))}")
         if self.mode == "bayesian" and not self.max_trials:
             raise UsageError("--mode=bayesian needs --max_trials")
+        if self.train.strategy == "multi_worker":
+            # One MultiWorkerMirroredStrategy per process, created before TensorFlow starts: a search's
+            # trials cannot each have one (docs/DISTRIBUTED.md).
+            raise UsageError("--strategy=multi_worker is not supported by the ablation (a process can join a "
+                             "cluster only once, not once per trial): use --strategy=mirrored, or apps/train.py "
+                             "for one multi-worker training")
         if self.mode == "grid" and not any(self.alphas) and not any(self.betas):
             raise UsageError("--alphas and --betas are all 0: no grid point has a mutual information term "
                              "to maximise")

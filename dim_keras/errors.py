@@ -2,7 +2,7 @@
 
 Every message is one line, so a command-line app prints it as is on stderr:
 ``UsageError`` and ``DataError`` exit with code 2 (the user can fix them),
-``TrainingDiverged`` with code 1.
+``TrainingDiverged`` and ``WorkerLost`` with code 1.
 """
 
 
@@ -27,6 +27,16 @@ class DataError(UsageError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+class WorkerLost(RuntimeError):
+    """Multi-worker training lost a peer (it died, hung or cannot be reached); exit code 1.
+
+    Every worker of the group stops; rerun all of them with ``--resume``.
+    """
+
+    def __init__(self, message):
+        super().__init__(one_line(message))
 
 
 class Terminated(KeyboardInterrupt):

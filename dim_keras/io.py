@@ -47,6 +47,11 @@ def _remove(path):
         os.remove(path)
 
 
+def remove(path):
+    """Removes the file or directory tree ``path``; nothing happens if it does not exist."""
+    _remove(path)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary sibling of ``path`` to write a file or directory to.

@@ -6,6 +6,7 @@ functions of :mod:`dim_keras.estimators`, networks are the layers of
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -29,6 +30,28 @@ def _images_of(data):
     if isinstance(data, (tuple, list)):
         return data[0]
     return data
+
+
+# x / 255 for every uint8 x, each an IEEE float32 division (numpy's).  Looking the quotients up is exact in
+# eager, graph and XLA code alike; a traced ``x / 255.0`` is rewritten to ``x * (1 / 255)``, 1 ulp off for
+# some x, so uint8 images would not train exactly like ``images / 255`` floats.
+_UNIT_FLOATS = np.arange(256, dtype=np.float32) / np.float32(255)
+
+
+def as_unit_floats(images):
+    """The encoder's input: uint8 images become float32 ``x / 255`` (exactly as the exported
+    signature of :mod:`dim_keras.export` scales them); float images pass through unchanged (they are
+    taken to be in [0, 1] already).  Other integer (and bool) images raise ``ValueError``: their range
+    is unknown, and feeding 0..255 values unscaled silently wrecks training."""
+    if getattr(images, "dtype", None) is None:  # e.g. a list: left to the encoder
+        return images
+    dtype = keras.backend.standardize_dtype(images.dtype)
+    if dtype == "uint8":
+        return ops.take(ops.convert_to_tensor(_UNIT_FLOATS), ops.cast(images, "int32"))
+    if "int" in dtype or dtype == "bool":
+        raise ValueError(f"DeepInfoMax takes uint8 images (scaled by 1/255) or float images in [0, 1], "
+                         f"got {dtype} images")
+    return images
 
 
 def _batch_size_of(data):
@@ -117,6 +140,11 @@ class DeepInfoMax(keras.Model):
     ``ValueError``; a trailing partial batch of one in ``fit``/``evaluate``
     (dynamic batch dimension) is skipped without touching any variable, and
     partial batches of 2 or more train normally.
+    Images are uint8 (scaled by 1/255 inside ``fit``/``evaluate``/``call``,
+    exactly as the exported encoder's signature scales them, so uint8 and
+    ``uint8 / 255`` floats give identical results) or floats already in
+    [0, 1] (``dim_keras.data.make_dataset``'s); other integer dtypes raise
+    ``ValueError``.  ``model.encoder`` itself takes floats in [0, 1].
     The prior discriminator (Table 10) is trained by its own optimizer on a
     stop-gradient copy of Y after the encoder's update in the same step.
 
@@ -219,8 +247,8 @@ class DeepInfoMax(keras.Model):
         return variables
 
     def call(self, inputs, training=False):
-        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``)."""
-        return self.encoder(inputs, training=training)
+        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``) of uint8 or [0, 1] float images."""
+        return self.encoder(as_unit_floats(inputs), training=training)
 
     def train_on_batch(self, x, *args, **kwargs):
         """Keras' ``train_on_batch``; a batch of fewer than 2 images raises
@@ -258,6 +286,8 @@ class DeepInfoMax(keras.Model):
         self.optimizer.build(self.representation_variables)
 
     def get_compile_config(self):
+        if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
+            return None
         config = {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
         if getattr(self, "discriminator_optimizer", None) is not None:
             config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
@@ -405,9 +435,9 @@ class DeepInfoMax(keras.Model):
     def train_step(self, data):
         # A trailing batch of one is skipped, a static one raises (see
         # _run_unless_batch_of_one); partial batches of >= 2 train normally.
-        _run_unless_batch_of_one(self._train_on, _images_of(data))
+        _run_unless_batch_of_one(self._train_on, as_unit_floats(_images_of(data)))
         return _reducible_across_workers(self._logs())
 
     def test_step(self, data):
-        _run_unless_batch_of_one(self._evaluate_on, _images_of(data))
+        _run_unless_batch_of_one(self._evaluate_on, as_unit_floats(_images_of(data)))
         return self._logs()

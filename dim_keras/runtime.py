@@ -8,7 +8,12 @@ cluster using XLA!``), before and regardless of ``TF_CPP_MIN_LOG_LEVEL``
 routes file descriptor 2 through a pipe whose reader drops those lines and
 passes everything else (Python warnings, tracebacks, our one-line errors)
 through unchanged.  Error-level native lines that are not known start-up
-noise are passed through too: they can matter (an out-of-memory report).
+noise are passed through too: they can matter (an out-of-memory report);
+only the collectives' reports of a lost multi-worker peer are dropped, since
+the run then says itself, in one line, which worker it lost.
+
+:func:`progress_verbosity` keeps Keras' redrawn progress bars out of
+redirected output (one line per epoch instead).
 """
 
 import atexit
@@ -19,11 +24,22 @@ import threading
 
 # Info/warning lines of glog format, and the known error-level start-up noise of a machine without CUDA.
 _GLOG = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] ")
+# The further lines of those multi-line reports of a lost peer.
+_CONTINUATION_PREFIXES = (b"Additional GRPC error information from remote target ",
+                          b":UNKNOWN:Error received from peer", b"The tasks have crashed.",
+                          b"The error could be from a previous operation.", b"/job:")
+_CONTINUATION = (rb"(?:" + rb"|".join(re.escape(p) for p in _CONTINUATION_PREFIXES[:-1])
+                 + rb"|/job:\w+/replica:\d+/task:\d+$)")
 _NOISE = re.compile(
     rb"^(?:[IW]\d{4} "
     rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register|meta_optimizer\.cc)"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags)")
+    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
+    # Multi-worker runs: the collectives' and coordination service's reports of a lost peer (the run says
+    # which worker it lost in its own one-line error) and the peer that left first at the end of a run.
+    rb"|E\d{4} [^\]]*\b(?:ring_\w+|base_collective_executor|collective_\w+|coordination_\w+|\w*rpc\w*"
+    rb"|hierarchical_tree_broadcaster)\.cc:\d+\] "
+    rb"|" + _CONTINUATION + rb")")
 
 _state = {}
 
@@ -46,7 +62,8 @@ def _pump(read_fd, write_fd):
         *lines, pending = pending.split(b"\n")
         out = b"".join(line + b"\n" for line in lines if not is_noise(line))
         # A partial line that cannot be a native log line (a progress bar's "\r...") goes out at once.
-        if pending and not _GLOG.match(pending[:40].ljust(40, b" ")) and not pending.startswith((b"WARNING: All", b"To enable")):
+        if pending and not _GLOG.match(pending[:40].ljust(40, b" ")) and not pending.startswith(
+                (b"WARNING: All", b"To enable") + _CONTINUATION_PREFIXES):
             out += pending
             pending = b""
         if out:
@@ -100,3 +117,22 @@ def device_summary():
     if gpus:
         return f"running on {len(gpus)} GPU(s)"
     return f"no GPU found, running on the CPU ({os.cpu_count()} logical cores)"
+
+
+def progress_verbosity(verbose, stream=None):
+    """The Keras ``verbose`` to use for ``verbose`` when writing to ``stream`` (default ``sys.stdout``).
+
+    Keras' progress bar (verbose 1) redraws itself with ``\\r``, backspaces and ANSI colours even when the
+    output goes to a file or a pipe (it treats every POSIX system as a terminal), which fills redirected logs
+    with control characters.  Off a terminal, 1 becomes 2: one plain line per epoch (per finished bar for a
+    ``keras.utils.Progbar``).  0 and 2 are returned unchanged.  The one place where dim_keras decides this:
+    every ``fit`` / ``Progbar`` of the runs and the evaluation goes through it.
+    """
+    if verbose != 1:
+        return verbose
+    stream = sys.stdout if stream is None else stream
+    try:
+        interactive = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        interactive = False
+    return 1 if interactive else 2

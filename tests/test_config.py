@@ -71,6 +71,8 @@ def test_flags_parse_into_nested_configs_and_lists():
     ({"alpha": 0.0, "beta": 0.0}, "both 0"),
     ({"verbose": 3}, "--verbose: unknown value 3"),
     ({"resume": True}, "--resume needs the --output_dir"),
+    ({"image_size": 4, "dataset": "folder", "data_dir": "."}, "--image_size must be >= 8, got 4"),
+    ({"image_size": 32}, "--image_size applies to --dataset=folder only; digits"),
 ])
 def test_validate_reports_the_first_bad_setting(changes, message):
     with pytest.raises(UsageError, match=message):
@@ -179,6 +181,16 @@ def test_native_start_up_lines_are_noise_and_user_lines_are_not():
         assert not runtime.is_noise(line)
 
 
+def test_progress_bars_become_one_line_per_epoch_off_a_terminal(tmp_path):
+    class Terminal:
+        def isatty(self):
+            return True
+
+    with open(tmp_path / "log", "w") as log:
+        assert [runtime.progress_verbosity(v, log) for v in (0, 1, 2)] == [0, 2, 2]
+    assert [runtime.progress_verbosity(v, Terminal()) for v in (0, 1, 2)] == [0, 1, 2]
+
+
 def test_filter_drops_native_lines_written_to_fd_2_and_keeps_the_rest():
     lines = b"\\n".join(NATIVE_START_UP).decode()
     code = ("import os, sys; from dim_keras import runtime; runtime.filter_native_logs(); "
@@ -201,6 +213,15 @@ def test_every_app_documents_every_flag_of_its_config_without_tensorflow(app):
             "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, *app), "--help"],
                             capture_output=True, text=True, timeout=60)
-    assert result.stderr == ""  # (absl's --help exits with status 1)
+    assert result.stderr == ""
+    assert result.returncode == 0  # absl's usage exits with 1; asking for help is no error
     for field, _, _ in cli.flag_fields(APPS[app]):
         assert f"--{field.name}:" in result.stdout or f"--[no]{field.name}:" in result.stdout, field.name
+
+
+@pytest.mark.parametrize("flag", ["-h", "--helpfull"])
+def test_short_and_full_help_exit_0(flag):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "apps", "estimate_mi.py"), flag],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "--estimator:" in result.stdout

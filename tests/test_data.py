@@ -359,14 +359,29 @@ def test_folder_resizes_converts_and_reads_bmp(tmp_path, rng):
     rgb = rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "b" / "0.bmp")
     Image.fromarray(rng.integers(0, 256, size=(30, 8, 3), dtype=np.uint8)).save(tmp_path / "b" / "1.JPG")
-    everything = np.concatenate([load_split("folder", s, data_dir=tmp_path).images for s in ("train", "test")])
-    assert everything.shape == (4, 10, 12, 3)  # the first image's size
+    with pytest.raises(DataError, match=r"differ in size \(10x12: a/0_gray.png, 30x8: b/1.JPG\); pass --image_size"):
+        load_split("folder", "train", data_dir=tmp_path)  # mixed sizes: no silent pick of the first one's
+    everything = np.concatenate([load_split("folder", s, data_dir=tmp_path, image_size=(10, 12)).images
+                                 for s in ("train", "test")])
+    assert everything.shape == (4, 10, 12, 3)
     rows = {image.tobytes() for image in everything}
     assert np.repeat(gray[..., None], 3, axis=-1).tobytes() in rows
     assert rgba[..., :3].copy().tobytes() in rows
     assert rgb.tobytes() in rows
     sized = load_split("folder", "train", data_dir=tmp_path, image_size=(16, 20))
     assert sized.images.shape[1:] == (16, 20, 3)
+
+
+def test_train_run_loads_a_folder_at_its_image_size(tmp_path, rng):
+    from dim_keras.config import TrainConfig
+    from dim_keras.runs.train import load_pretraining_data, load_probe_data
+
+    formats.write_folder(tmp_path, rng, ("a", "b"), n_per_class=5, size=(20, 24))
+    config = TrainConfig(dataset="folder", data_dir=str(tmp_path), image_size=16, batch_size=2)
+    split, _, input_shape = load_pretraining_data(config)
+    assert split.images.shape == (8, 16, 16, 3) and input_shape == (16, 16, 3)
+    train_images, _, test_images, _ = load_probe_data(config)  # the probe sees what the encoder takes
+    assert train_images.shape[1:] == test_images.shape[1:] == (16, 16, 3)
 
 
 def test_folder_without_classes_is_unlabelled(tmp_path, rng):

@@ -384,3 +384,30 @@ def test_format_value_matches_the_paper_style():
     assert report.format_value("svm", {"mean": 0.6325, "std": 0.0086, "values": [1, 2]}) == "63.25 ± 0.86"
     assert report.format_value("ms_ssim", 0.534) == "0.53"
     assert report.format_value("attributes", {"mean": 0.8, "min": 0.5, "max": 0.99}) == "80.00 (50.00-99.00)"
+
+
+def test_short_measures_in_a_row_do_not_warn_of_retracing(monkeypatch):
+    # TF warns when 5 traces of one step function fall within 10 calls.  Every new Keras model traces its
+    # fit's step once; the held-out passes (NDM/MINE bound, probe accuracy) are plain calls and trace
+    # nothing, so five rounds of short measures stay below it (with model.evaluate / model.predict: 2 warnings).
+    import logging
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    monkeypatch.setattr(polymorphic_function, "_frequent_tracing_detector_manager",
+                        polymorphic_function._FrequentTracingDetectorManager())  # this process's count so far
+    messages, logger = [], tf.get_logger()
+    handler, level = logging.Handler(logging.WARNING), logger.level
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        rng = np.random.default_rng(0)
+        features, labels = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+        for seed in range(5):
+            ndm.neural_dependency_measure(features[:48], features[48:], epochs=1, batch_size=16, seed=seed)
+            probes.mlp_probe_accuracy(features[:48], labels[:48], features[48:], labels[48:], epochs=1,
+                                      last_epochs=1, batch_size=12, seed=seed)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert not [message for message in messages if "retracing" in message]

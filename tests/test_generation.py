@@ -365,6 +365,16 @@ def test_train_generator_runs_the_baselines(tmp_path, model):
     assert (tmp_path / "histograms" / "epoch_001.png").is_file() and (tmp_path / "generator").is_dir()
 
 
+def test_train_generator_writes_under_saved_models_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = GenerateConfig(**dict(TINY, model="wgan_gp"))
+    assert config.output_dir is None
+    train_generator(config)
+    (run,) = (tmp_path / "saved_models").iterdir()  # next to the training runs, as TrainConfig's default
+    assert run.name.startswith("generate-wgan_gp-") and len(run.name) == len("generate-wgan_gp-YYYYmmdd-HHMMSS")
+    assert config.output_dir == os.path.join("saved_models", run.name) and (run / "generator").is_dir()
+
+
 # -- the app --------------------------------------------------------------------------------------------
 
 # Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
@@ -396,6 +406,7 @@ def _assert_usage_error(result, message):
     (["--learning_rate=0"], "--learning_rate"),
     (["--feature_name=logits"], "--feature_name"),
     (["--dataset=folder"], "--data_dir"),
+    (["--image_size=32"], "--image_size applies to --dataset=folder only; digits"),
     (["--batch_size=four"], "--batch_size"),
     (["surplus"], "unexpected arguments: surplus"),
 ])

@@ -209,3 +209,24 @@ def test_encoder_is_standalone_model():
     assert set(features) == {"local", "conv", "fc", "y"}
     clone = keras.Model.from_config(encoder.get_config())
     assert set(clone.output) == {"local", "conv", "fc", "y"}
+
+
+def test_uint8_images_give_exactly_what_their_float_scaling_gives():
+    raw = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    runs = []
+    for x in (raw, raw.astype(np.float32) / 255.0):  # the export's scaling, x / 255
+        keras.utils.set_random_seed(0)
+        model = tiny_model(gamma=0.5, seed=0)
+        model.compile(jit_compile=False)
+        features = model(x)["y"].numpy()
+        evaluated = model.evaluate(x, batch_size=8, verbose=0, return_dict=True)
+        trained = model.train_on_batch(x, return_dict=True)
+        runs.append((features, evaluated, trained, _snapshot(model.trainable_variables)))
+    (features, evaluated, trained, weights), (features_f, evaluated_f, trained_f, weights_f) = runs
+    np.testing.assert_array_equal(features, features_f)
+    assert evaluated == evaluated_f and trained == trained_f
+    for a, b in zip(weights, weights_f):
+        np.testing.assert_array_equal(a, b)
+    assert evaluated["local_mi"] > -5  # not the -72.9 of unscaled 0..255 inputs
+    with pytest.raises(ValueError, match=r"uint8 images \(scaled by 1/255\) or float images in \[0, 1\], got int32"):
+        model(raw.astype(np.int32))

@@ -5,8 +5,9 @@
 
 Every trial trains one DIM run (the training flags of apps/train.py, less
 alpha, beta, gamma, output_dir, resume and the probe) into
-<search_dir>/trials/<trial_id> and measures its encoder's Y.  Rerun with the
-same --search_dir to resume.  Writes results.json, results.csv and one PNG
+<search_dir>/trials/<trial_id> and measures its encoder's Y; a measured
+trial's checkpoints and model.keras are then removed (--keep_trial_models
+keeps them).  Rerun with the same --search_dir to resume.  Writes results.json, results.csv and one PNG
 per (measure, gamma) to --search_dir.  The flags are the fields of
 dim_keras.config.AblationConfig; the run is dim_keras.runs.ablation.search.
 """

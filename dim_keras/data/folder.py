@@ -1,8 +1,11 @@
 """An image folder: data_dir/<class>/*.{png,jpg,jpeg,bmp}, one sub-folder per class (names sorted = labels).
 
-Without class sub-folders, images directly in data_dir form an unlabelled set. Every image is resized to one
-size: `image_size` when given, else the size of the first image (in sorted path order). The train/test split is
-a fixed per-class permutation, so it is the same on every run and machine.
+Without class sub-folders, images directly in data_dir form an unlabelled set. Every image is resized to
+`image_size` when given; without it the images must all have one size (read from the file headers before any
+decoding), and a folder of mixed sizes is a DataError naming two of them. Resizing to whatever the first file
+happens to be would make the encoder's input size (and memory) depend on file names, and the choice would be
+recorded nowhere. The train/test split is a fixed per-class permutation, so it is the same on every run and
+machine.
 """
 
 import numpy as np
@@ -52,12 +55,44 @@ def folder_test_mask(labels, count):
     return mask
 
 
+def common_size(paths, data_dir):
+    """The (height, width) every image of `paths` has; DataError when they differ.
+
+    Sizes come from the file headers (PIL opens lazily: no pixel is decoded), so a folder of large mixed photos
+    fails at once instead of after decoding everything at the first one's size. Files PIL cannot open are left
+    to the decoder (which names a corrupt file).
+    """
+    from PIL import Image
+
+    first = None
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Exception:
+            continue
+        if first is None:
+            first = (height, width), path
+        elif (height, width) != first[0]:
+            (h, w), first_path = first
+            raise DataError(
+                f"folder: the images in --data_dir={data_dir} differ in size ({h}x{w}: "
+                f"{first_path.relative_to(data_dir)}, {height}x{width}: {path.relative_to(data_dir)}); pass "
+                f"--image_size=SIDE to resize them all to SIDExSIDE"
+            )
+    return first[0] if first is not None else tuple(decode_one(paths[0], what="folder").shape[:2])
+
+
 def load_folder(split, data_dir, image_size=None):
-    """Images uint8 [N, H, W, 3] (common size), labels int64 [N] or None, class names."""
+    """Images uint8 [N, H, W, 3] (common size), labels int64 [N] or None, class names.
+
+    `image_size` (int or (h, w)) resizes every image; None keeps their own size, which must be the same for all
+    (`common_size`).
+    """
     paths, labels, class_names = scan_folder(data_dir)
     size = as_size(image_size)
     if size is None:
-        size = decode_one(paths[0], what="folder").shape[:2]
+        size = common_size(paths, data_dir)
     test = folder_test_mask(labels, len(paths))
     keep = test if split == "test" else ~test
     kept_paths = [path for path, kept in zip(paths, keep) if kept]

@@ -99,7 +99,8 @@ def load_split(name, split, data_dir=None, *, download=False, image_size=None):
     "pretrain" is what DIM trains on: for stl10 the 100k unlabelled images plus the labelled train set (labels
     None), for the others the train split (with its labels). "test" of tiny_imagenet is its labelled val set.
     `download` is passed to tfds.load (offline it must stay False: tfds then fails at once when data is
-    missing). `image_size` (int or (h, w)) fixes the common size of "folder" images (default: the first's).
+    missing). `image_size` (int or (h, w)) resizes every "folder" image to it (default: their own size, which must
+    then be the same for all: a DataError names two that differ); the other datasets have fixed sizes and refuse it.
     Raises DataError (one line) for unknown names/splits and missing or corrupt data.
     """
     _check_name(name)

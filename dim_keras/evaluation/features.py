@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from dim_keras import io
+from dim_keras.runtime import progress_verbosity
 
 # The layers the paper evaluates (Tables 1, 2, 4: "conv", "fc", "Y").
 PAPER_LAYERS = ("conv", "fc", "y")
@@ -49,7 +50,7 @@ def encode(encoder_fn, images_uint8, batch_size=256, names=None, verbose=0):
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     count = len(images_uint8)
-    progbar = keras.utils.Progbar(count, unit_name="image") if verbose else None
+    progbar = keras.utils.Progbar(count, unit_name="image", verbose=progress_verbosity(1)) if verbose else None
     chunks = {}
     for start in range(0, count, batch_size):
         outputs = encoder_fn(images_uint8[start:start + batch_size])

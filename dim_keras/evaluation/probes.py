@@ -82,7 +82,7 @@ def linear_svm_accuracy(train_features, train_labels, test_features, test_labels
     train_scaled = scaler.transform(train_features)
     test_scaled = scaler.transform(test_features)
     accuracies, converged = [], True
-    progbar = keras.utils.Progbar(runs, unit_name="svm") if verbose else None
+    progbar = keras.utils.Progbar(runs, unit_name="svm", verbose=verbose) if verbose else None
     for run in range(runs):
         svm = LinearSVC(loss="hinge", dual=True, C=C, max_iter=max_iter, random_state=seed + run)
         converged &= _fit_quietly(svm, train_scaled, train_labels)
@@ -119,6 +119,21 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, k=5, 
     return float(model.score(test_features, test_labels))
 
 
+def apply_in_batches(model, inputs, batch_size=256):
+    """``model(batch, training=False)`` over ``inputs`` (an array, in batches of ``batch_size``, or a
+    batched ``tf.data.Dataset``), concatenated as numpy.
+
+    Plain calls rather than ``model.predict``: every model's ``predict`` traces a ``tf.function`` of its
+    own, and the evaluation builds a new model per measure and layer, so these one-off passes added up
+    to TensorFlow's "triggered tf.function retracing" warnings.
+    """
+    if isinstance(inputs, np.ndarray):
+        batches = (inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size))
+    else:
+        batches = (batch[0] if isinstance(batch, tuple) else batch for batch in inputs)
+    return np.concatenate([keras.ops.convert_to_numpy(model(batch, training=False)) for batch in batches])
+
+
 class LastEpochsAccuracy(keras.callbacks.Callback):
     """Records the test accuracy after each of the last ``last_epochs`` epochs.
 
@@ -138,7 +153,7 @@ class LastEpochsAccuracy(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch >= self.first_recorded_epoch:
-            logits = self.model.predict(self.test_inputs, batch_size=self.batch_size, verbose=0)
+            logits = apply_in_batches(self.model, self.test_inputs, self.batch_size)
             # Comparing class values (not indices) counts test classes never
             # seen in training as errors instead of crashing the loss.
             predictions = self.classes[np.argmax(logits, axis=-1)]

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from dim_keras.evaluation.ms_ssim import ms_ssim
+from dim_keras.evaluation.probes import apply_in_batches
 
 
 def _upsampling_count(height, width, min_base=3, max_upsamplings=5):
@@ -106,6 +107,5 @@ def reconstruction_ms_ssim(train_representation, train_images, test_representati
     ms_ssim(targets[:1], targets[:1], max_val=1.0, **ms_ssim_kwargs)
     decoder = train_decoder(train_representation, train_images, epochs, batch_size,
                             learning_rate, base_filters, seed, verbose)
-    reconstructions = decoder.predict(np.asarray(test_representation, np.float32),
-                                      batch_size=256, verbose=0)
+    reconstructions = apply_in_batches(decoder, np.asarray(test_representation, np.float32))
     return float(np.mean(ms_ssim(targets, reconstructions, max_val=1.0, **ms_ssim_kwargs)))

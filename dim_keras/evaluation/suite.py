@@ -31,6 +31,7 @@ from dim_keras.evaluation import ndm as ndm_module
 from dim_keras.evaluation import neighbours as neighbours_module
 from dim_keras.evaluation import probes, reconstruction, semi_supervised
 from dim_keras.evaluation.features import PAPER_LAYERS, FeatureSet
+from dim_keras.runtime import progress_verbosity
 
 # Classifier measures run on every evaluated layer; the others on Y only.
 from dim_keras.choices import LAYER_METRICS, METRICS, REPRESENTATION_METRICS  # noqa: E402 (one list, TF-free)
@@ -213,8 +214,10 @@ def evaluate_representation(feature_set, metrics=None, layers=None, estimator_la
             tasks.append((metric, options.get(metric, {}).get("feature", "conv")))
         else:
             tasks.append((metric, estimator_layer))
-    progbar = keras.utils.Progbar(len(tasks), unit_name="measure") if verbose else None
-    inner_verbose = 0 if verbose < 2 else 1
+    # Off a terminal the bars print one line each when done (dim_keras.runtime.progress_verbosity).
+    bar = progress_verbosity(1)
+    progbar = keras.utils.Progbar(len(tasks), unit_name="measure", verbose=bar) if verbose else None
+    inner_verbose = 0 if verbose < 2 else bar
     measures = {}
     for done, (metric, layer) in enumerate(tasks, start=1):
         metric_options = dict(options.get(metric, {}))

@@ -15,7 +15,10 @@ encoder's Y with :mod:`dim_keras.evaluation`; keras-tuner chooses the next
 
 Interrupted searches resume: a second :func:`search` with the same
 ``search_dir`` reloads the keras-tuner oracle and skips finished trials; a
-trial killed mid-training continues from its last epoch checkpoint.
+trial killed mid-training continues from its last epoch checkpoint.  Once a
+trial's ``measures.json`` is written its checkpoints and ``model.keras`` are
+removed (``keep_trial_models`` keeps them); its exported ``encoder``,
+``config.json``, ``metrics.json`` and logs stay.
 
 Writes ``results.json``, ``results.csv`` (one row per trial: the weights, the
 objective and every measure) and one PNG per (measure, gamma): a heatmap over
@@ -60,8 +63,8 @@ def measure_encoder(encoder_fn, config, measures):
 
     train_config = config.train
     try:
-        train = load_split(train_config.dataset, "train", train_config.data_dir, download=train_config.download)
-        test = load_split(train_config.dataset, "test", train_config.data_dir, download=train_config.download)
+        train, test = (load_split(train_config.dataset, split, train_config.data_dir, download=train_config.download,
+                                  image_size=train_config.image_size) for split in ("train", "test"))
     except DataError as err:
         raise UsageError(str(err)) from None
     train_images, train_labels = subsample(train, config.eval_max_train, train_config.seed)
@@ -123,6 +126,11 @@ class _AblationTuner:
         if alpha == 0 and beta == 0:
             raise kt.errors.FailedTrialError("alpha = beta = 0: no MI term to maximise")
         out_dir = self.trial_dir(trial.trial_id)
+        measures_path = os.path.join(out_dir, "measures.json")
+        finished = _read_measures(measures_path, (alpha, beta, gamma))
+        if finished is not None:  # killed after measuring, before keras-tuner recorded the trial
+            self.remove_models(out_dir)
+            return finished
         train_config = dataclasses.replace(
             config.train, alpha=alpha, beta=beta, gamma=gamma, output_dir=out_dir, probe=False,
             # A trial killed mid-training continues from its last epoch checkpoint.
@@ -137,14 +145,37 @@ class _AblationTuner:
         measures = measure_encoder(load_encoder(result["encoder"]), config, config.all_measures())
         for name, value in measures.items():
             if not math.isfinite(value):
+                self.remove_models(out_dir)
                 raise kt.errors.FailedTrialError(f"{name} is not finite")
-        io.write_json(os.path.join(out_dir, "measures.json"),
-                      {"alpha": alpha, "beta": beta, "gamma": gamma, **measures})
+        io.write_json(measures_path, {"alpha": alpha, "beta": beta, "gamma": gamma, **measures})
+        self.remove_models(out_dir)
         return measures
+
+    def remove_models(self, out_dir):
+        """Removes a measured trial's checkpoints and model.keras (unless ``keep_trial_models``).
+
+        Nothing needs them any more: results come from measures.json, and keras-tuner never reruns
+        a completed trial (nor :meth:`run_trial` a measured one).  The exported encoder stays.
+        """
+        if not self.ablation_config.keep_trial_models:
+            for name in ("checkpoints", "model.keras"):
+                io.remove(os.path.join(out_dir, name))
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         write_results(self.ablation_config, collect_rows(self))
+
+
+def _read_measures(path, weights):
+    """The measures in a trial's ``measures.json`` if it holds ``weights`` (alpha, beta, gamma), else None."""
+    try:
+        with open(path) as handle:
+            measured = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if tuple(measured.get(name) for name in WEIGHTS) != tuple(weights):
+        return None
+    return {k: v for k, v in measured.items() if k not in WEIGHTS}
 
 
 class _StopSearch(kt.errors.FatalError):

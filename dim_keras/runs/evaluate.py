@@ -70,8 +70,11 @@ def evaluate(config, log=print):
     from dim_keras.evaluation import FeatureSet, evaluate_representation, markdown_table, resolve_metrics
 
     validate(config)
-    train, test = (load_split(config.dataset, split, config.data_dir) for split in ("train", "test"))
     encoder_fn, encoder_model, (height, width) = open_encoder(config.encoder, config.batch_size)
+    # A folder is resized to the encoder's input, as training resized it (--image_size); the other datasets
+    # come at their fixed sizes (center-cropped below).
+    size = (height, width) if config.dataset == "folder" else None
+    train, test = (load_split(config.dataset, split, config.data_dir, image_size=size) for split in ("train", "test"))
     try:
         metrics = resolve_metrics(list(config.metrics) or None, label_kind=train.label_kind, has_images=True,
                                   has_encoder_model=encoder_model is not None,

@@ -1,6 +1,7 @@
 """Generator training runs (App. A.8-A.9, Table 11): data -> generative model -> fit with quality tracking -> export.
 
-Used by ``apps/generate.py``.  :func:`train_generator` writes to ``config.output_dir``:
+Used by ``apps/generate.py``.  :func:`train_generator` writes to ``config.output_dir`` (default
+``saved_models/generate-<model>-<timestamp>``, next to the training runs):
 
 - ``samples/epoch_NNN.png``: an 8x8 grid of samples from a fixed z after every epoch (epoch 0: untrained G);
 - ``histograms/epoch_NNN.png``: E's 1-D output on real vs generated images with the targets (as Fig. 15);
@@ -27,9 +28,9 @@ from dim_keras.models import default_optimizer
 GRID_SIDE = 8
 # The settings recorded under "config" in metrics.json.
 RECORDED_SETTINGS = (
-    "dataset", "model", "architecture", "epochs", "batch_size", "steps_per_epoch", "z_dim", "base_filters",
-    "mu_p", "mu_q", "contractive_penalty", "discriminator_clipnorm", "encoder_steps", "learning_rate",
-    "num_eval_samples", "seed", "verbose")
+    "dataset", "image_size", "model", "architecture", "epochs", "batch_size", "steps_per_epoch", "z_dim",
+    "base_filters", "mu_p", "mu_q", "contractive_penalty", "discriminator_clipnorm", "encoder_steps",
+    "learning_rate", "num_eval_samples", "seed", "verbose")
 
 
 def generator_path(config):
@@ -214,9 +215,11 @@ def train_generator(config, log=print):
     Raises :class:`UsageError` (:class:`dim_keras.errors.DataError` for data) for user mistakes.
     """
     from dim_keras.data import load_split, make_dataset
+    from dim_keras.runtime import progress_verbosity
 
     validate(config)
-    split = load_split(config.dataset, "train", data_dir=config.data_dir)
+    config.output_dir = config.output_dir or config.default_output_dir()
+    split = load_split(config.dataset, "train", data_dir=config.data_dir, image_size=config.image_size)
     if len(split.images) < config.batch_size:
         raise UsageError(f"--batch_size={config.batch_size} exceeds the {len(split.images)} training images")
     keras.utils.set_random_seed(config.seed)
@@ -239,7 +242,7 @@ def train_generator(config, log=print):
         dataset,
         epochs=config.epochs,
         steps_per_epoch=config.steps_per_epoch,
-        verbose=config.verbose,
+        verbose=progress_verbosity(config.verbose),
         shuffle=False,  # make_dataset shuffles
         callbacks=[monitor,
                    keras.callbacks.TensorBoard(os.path.join(config.output_dir, "tensorboard"), write_graph=False)],

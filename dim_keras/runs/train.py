@@ -4,7 +4,12 @@ Used by ``apps/train.py`` and by the keras-tuner ablation (``dim_keras.runs.abla
 so both share the same data pipeline, checkpointing and export conventions.
 """
 
+import collections
+import hashlib
+import json
 import os
+import re
+import socket
 
 import keras
 import numpy as np
@@ -14,7 +19,7 @@ from dim_keras import callbacks as callbacks_lib
 from dim_keras import encoders as encoders_lib
 from dim_keras import io
 from dim_keras.config import PROBE_FEATURES, to_dict, validate
-from dim_keras.errors import DataError, TrainingDiverged, UsageError
+from dim_keras.errors import DataError, TrainingDiverged, UsageError, WorkerLost, first_line, one_line
 from dim_keras.export import export_encoder, load_encoder
 from dim_keras.models import DeepInfoMax, default_optimizer
 
@@ -28,12 +33,174 @@ def _prepare_output_dir(path):
     io.remove_temporaries(path)  # left by a process killed while writing an export
 
 
-def make_strategy(name):
+# ------------------------------------------------------------- strategies and multi-worker runs
+# How long a worker of --strategy=multi_worker waits in one collective of training (a step's all-reduce, the
+# metric reduction of a checkpoint) for the others.  A worker that dies is noticed sooner, by the heartbeats
+# of TensorFlow's coordination service (about 10 s); this bounds the wait for one that hangs while alive.
+COLLECTIVE_TIMEOUT_S = 300
+
+# Settings that may differ between the workers of one multi-worker run; every other one must be the same.
+PER_WORKER_SETTINGS = ("output_dir", "data_dir", "download", "verbose", "probe", "probe_max_train")
+
+
+def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_S):
+    """The tf.distribute strategy ``name``: create it before anything else initialises TensorFlow.
+
+    ``multi_worker`` reads the cluster and this worker's task from ``TF_CONFIG`` and blocks until every
+    worker of the cluster has started; a worker that cannot start is a UsageError.
+    """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            if "program startup" in str(error):
+                raise UsageError("--strategy=multi_worker must come before anything else this process does with "
+                                 "TensorFlow: train in a fresh process (apps/train.py)") from None
+            raise UsageError(f"--strategy=multi_worker cannot start this worker (TF_CONFIG="
+                             f"{os.environ.get('TF_CONFIG', '')}): {first_line(error)}") from None
     return tf.distribute.get_strategy()
+
+
+class WorkerRole(collections.namedtuple("WorkerRole", "task_type task_id num_workers chief")):
+    """This process's task in a multi-worker cluster and whether it is the chief (see :func:`worker_role`)."""
+
+    @property
+    def multi_worker(self):
+        return self.num_workers > 1
+
+    def __str__(self):
+        if not self.multi_worker:
+            return "the only worker"
+        return f"{self.task_type} {self.task_id} of {self.num_workers} workers" + (" (the chief)" if self.chief else "")
+
+
+def worker_role(strategy):
+    """This process's :class:`WorkerRole` in ``strategy``'s cluster (its cluster resolver's task).
+
+    The chief is task ``chief``, or worker 0 of a cluster without one (as in TensorFlow's multi-worker
+    Keras tutorial); it alone writes the run's outputs.  Without a cluster, the one worker is the chief.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    jobs = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not jobs or resolver.task_type is None:
+        return WorkerRole(None, None, 1, True)
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    workers = len(jobs.get("chief", ())) + len(jobs.get("worker", ()))
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in jobs)
+    return WorkerRole(task_type, task_id, workers, chief)
+
+
+def _gather_from_workers(strategy, row):
+    """Every replica's ``row`` (integers) as the rows of a numpy array: a collective, every worker calls it.
+
+    It waits as long as the slowest worker takes (e.g. the chief's probe): a worker that dies meanwhile
+    is noticed by the heartbeats.
+    """
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=0)  # 0: no timeout
+
+    @tf.function
+    def gather(value):  # tf.identity places the row on the replica's device
+        return strategy.run(lambda v: tf.distribute.get_replica_context().all_gather(
+            tf.identity(v), axis=0, options=options), args=(value,))
+
+    return strategy.experimental_local_results(gather(tf.constant([row], tf.int64)))[0].numpy()
+
+
+def _hash63(text):
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+def _saved_epochs(directory):
+    """The epochs whose checkpoints ``directory``'s ``checkpoint`` index lists, oldest first."""
+    state = tf.train.get_checkpoint_state(directory)
+    numbers = [path.rsplit("-", 1)[-1] for path in (state.all_model_checkpoint_paths if state else ())]
+    return sorted(int(n) for n in numbers if n.isdigit())
+
+
+def agree_with_workers(strategy, role, config):
+    """Checks that the workers of a multi-worker run can train together; returns the epoch they resume after.
+
+    One collective exchanges every worker's settings, output directory and saved epochs, so all workers
+    reach the same verdict: a mismatch is the same UsageError on each (no worker is left waiting).  With
+    ``--resume`` the group continues after the newest epoch that every worker has saved (their newest
+    checkpoints differ by at most one epoch when a worker died between two saves); 0 for a new run.
+    """
+    values = to_dict(config)
+    names = sorted(name for name in values if name not in PER_WORKER_SETTINGS)
+    epochs = _saved_epochs(os.path.join(config.output_dir, "checkpoints")) if config.resume else []
+    latest = oldest = epochs[-1] if epochs else 0
+    while oldest - 1 in epochs:
+        oldest -= 1
+    rows = _gather_from_workers(strategy, [
+        int(role.task_type == "worker"), role.task_id,
+        _hash63(f"{socket.gethostname()}:{os.path.realpath(config.output_dir)}"), latest, oldest,
+        *(_hash63(json.dumps(values[name], sort_keys=True)) for name in names)])
+    workers = {(int(r[0]), int(r[1])): r for r in rows}  # a worker with several devices gives several rows
+    rows = [workers[key] for key in sorted(workers)]
+
+    def name(key):
+        return f"{'worker' if key[0] else 'chief'} {key[1]}"
+
+    for column, setting in enumerate(names, start=5):
+        if len({int(r[column]) for r in rows}) > 1:
+            raise UsageError(f"--{setting} differs between the workers: give every worker the same flags, with "
+                             f"--resume too (only the chief keeps config.json; "
+                             f"{', '.join('--' + n for n in PER_WORKER_SETTINGS)} may differ)")
+    if len({int(r[2]) for r in rows}) < len(rows):
+        raise UsageError("two workers were given the same --output_dir on one machine: give each worker its own "
+                         "(the chief writes the run's outputs there, every other worker its checkpoints)")
+    if not config.resume:
+        return 0
+    agreed = min(int(r[3]) for r in rows)
+    missing = [name(key) for key, r in sorted(workers.items()) if not int(r[4]) <= agreed <= int(r[3])]
+    if missing:
+        raise UsageError(f"--resume: the workers' newest checkpoints are of epochs "
+                         f"{', '.join(str(int(r[3])) for r in rows)} and {', '.join(missing)} no longer "
+                         f"holds epoch {agreed}'s: start the run over in new --output_dirs")
+    return agreed
+
+
+def _restore_epoch(checkpoint, epoch):
+    """Restores ``checkpoint``'s save of ``epoch`` (the multi-worker group's common epoch); returns it."""
+    if epoch:
+        checkpoint.checkpoint.restore(
+            os.path.join(checkpoint.directory, f"ckpt-{epoch}")).assert_existing_objects_matched()
+    return epoch
+
+
+# A lost peer surfaces as one of these errors of a collective (or as another one naming the cluster).
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                tf.errors.AbortedError)
+_PEER_WORDS = re.compile(r"heartbeat|collective|coordination|barrier|/job:", re.IGNORECASE)
+
+
+def lost_worker(error, role):
+    """The one-line :class:`WorkerLost` for ``error`` when it says a peer of this multi-worker run failed,
+    else None."""
+    if not role.multi_worker or not isinstance(error, tf.errors.OpError):
+        return None
+    text = one_line(getattr(error, "message", None) or str(error))
+    if not isinstance(error, _PEER_ERRORS) and not _PEER_WORDS.search(text):
+        return None
+    tasks = {(job, int(task)) for job, task in re.findall(r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", text)}
+    peers = sorted(tasks - {(role.task_type, role.task_id)})
+    who = " and ".join(f"{job} {task}" for job, task in peers) or "another worker"
+    if isinstance(error, tf.errors.DeadlineExceededError):
+        why = f"it did not join a collective within {COLLECTIVE_TIMEOUT_S} s: it hangs or lags far behind"
+    elif re.search(r"heartbeat", text, re.IGNORECASE):
+        why = "it stopped sending heartbeats: it died or hangs"
+    elif re.search(r"connection reset|connection refused|failed to connect|socket closed|failed to send rpc",
+                   text, re.IGNORECASE):
+        why = "its connection dropped: it died or the network failed"
+    else:
+        reason = re.split(r"aborted by:\s*|failed because:\s*", text)[-1]
+        why = re.split(r"\s*The error could be from a previous operation|\s*\[Op:", reason)[0][:200]
+    return WorkerLost(f"lost {who} of the multi-worker run ({why}); this {role.task_type} stops too: "
+                      f"start every worker again with --resume (they continue after the newest epoch all of "
+                      f"them saved)")
 
 
 def set_precision(mixed_precision):
@@ -44,7 +211,8 @@ def set_precision(mixed_precision):
 def load_pretraining_data(config):
     """The pretraining images and the encoder input shape; UsageError on bad data."""
     from dim_keras.data import dataset_defaults, load_split
-    split = load_split(config.dataset, "pretrain", config.data_dir, download=config.download)
+    split = load_split(config.dataset, "pretrain", config.data_dir, download=config.download,
+                       image_size=config.image_size)
     defaults = dataset_defaults(config.dataset)
     side = defaults["pretrain_crop"] or defaults["image_size"]
     height, width = (side, side) if side else split.images.shape[1:3]
@@ -83,7 +251,17 @@ def build_model(config, input_shape):
     return model
 
 
-def _save_keras_atomically(model, path):
+def _save_keras_atomically(model, path, optimizer_state=False):
+    """Writes ``model`` (the whole DeepInfoMax) to the ``.keras`` file ``path`` atomically.
+
+    Without ``optimizer_state`` the file holds an uncompiled copy with the same weights: Adam's two
+    slots per weight would make it three times larger, and the checkpoints already keep them for
+    ``--resume``.  It loads with :func:`dim_keras.load_model` (call ``compile`` to train it further).
+    """
+    if not optimizer_state:
+        copy = model.__class__.from_config(model.get_config())
+        copy.set_weights(model.get_weights())
+        model = copy
     with io.atomic_path(path) as tmp:
         model.save(tmp)
 
@@ -98,8 +276,8 @@ def load_probe_data(config, max_train=10000, log=print):
     the encoder's input; ``None`` for unlabelled datasets or when the labelled splits are missing."""
     from dim_keras.data import center_crop, dataset_defaults, load_split, subsample
     try:
-        train = load_split(config.dataset, "train", config.data_dir, download=config.download)
-        test = load_split(config.dataset, "test", config.data_dir, download=config.download)
+        train, test = (load_split(config.dataset, split, config.data_dir, download=config.download,
+                                  image_size=config.image_size) for split in ("train", "test"))
     except DataError as err:
         log(f"linear probe skipped: {err}")
         return None
@@ -169,10 +347,36 @@ def write_run_config(config, resolved):
 def train(config, extra_callbacks=(), log=print):
     """Runs one DIM training job; returns a dict with the output paths and results.
 
-    Raises UsageError for user mistakes and TrainingDiverged on NaN/Inf loss.
+    Raises UsageError for user mistakes, TrainingDiverged on NaN/Inf loss and WorkerLost when a peer of a
+    multi-worker run fails.  The tf.distribute strategy comes first: MultiWorkerMirroredStrategy must
+    configure TensorFlow's collectives before anything else initialises TensorFlow.  Under
+    ``--strategy=multi_worker`` only the chief writes the run's outputs, every other worker only its
+    checkpoints, and all of them return after the chief's export and probe (docs/DISTRIBUTED.md).
     """
+    validate(config)
+    strategy = make_strategy(config.strategy)
+    role = worker_role(strategy)
+    if not role.multi_worker:
+        return _train(config, strategy, role, None, extra_callbacks, log)
+    config.output_dir = config.output_dir or config.default_output_dir()
+    try:
+        if config.verbose:
+            log(f"this is {role}" + ("" if role.chief else "; it writes only its checkpoints"))
+        resume_after = agree_with_workers(strategy, role, config)
+        result = _train(config, strategy, role, resume_after, extra_callbacks, log)
+        _gather_from_workers(strategy, [0])  # the group ends together, after the chief's export and probe
+        return result
+    except tf.errors.OpError as error:
+        lost = lost_worker(error, role)
+        if lost is None:
+            raise
+        raise lost from None
+
+
+def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
+    """:func:`train` under ``strategy``; ``resume_after``: the epoch a multi-worker group agreed on (or None)."""
     from dim_keras.data import make_dataset
-    from dim_keras.runtime import device_summary
+    from dim_keras.runtime import device_summary, progress_verbosity
     from dim_keras.config import RUN_CONFIG, check_resumable, load_run_config
     validate(config)
     config.output_dir = config.output_dir or config.default_output_dir()
@@ -187,18 +391,23 @@ def train(config, extra_callbacks=(), log=print):
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
-    strategy = make_strategy(config.strategy)
     with strategy.scope():
         model = build_model(config, input_shape)
     # The probe's baseline: the same encoder at its (seeded) random initialisation, before any restore.
-    probe_data = load_probe_data(config, config.probe_max_train, log=log) if config.probe else None
+    probe_data = load_probe_data(config, config.probe_max_train, log=log) if config.probe and role.chief else None
     random_init_probe = None
     if probe_data is not None:
         from dim_keras.evaluation import keras_encoder_fn
         random_init_probe = linear_probe(keras_encoder_fn(model.encoder), probe_data)
-    checkpoint = callbacks_lib.EpochCheckpoint(os.path.join(config.output_dir, "checkpoints"))
+    # A multi-worker group keeps two epochs, so its workers always share one (a worker may die between saves).
+    checkpoint = callbacks_lib.EpochCheckpoint(
+        os.path.join(config.output_dir, "checkpoints"),
+        max_to_keep=max(config.keep_checkpoints, 2) if role.multi_worker else config.keep_checkpoints)
     checkpoint.attach(model)
-    initial_epoch = checkpoint.restore() if config.resume else 0
+    if resume_after is None:
+        initial_epoch = checkpoint.restore() if config.resume else 0
+    else:
+        initial_epoch = _restore_epoch(checkpoint, resume_after)
     if config.resume:
         log(f"resuming {config.output_dir} after epoch {initial_epoch}")
 
@@ -209,8 +418,9 @@ def train(config, extra_callbacks=(), log=print):
     data = make_dataset(split.images, batch_size=config.batch_size, training=True,
                         seed=config.seed + initial_epoch, crop_size=defaults["pretrain_crop"],
                         flip=defaults["pretrain_flip"]).repeat()
-    write_run_config(config, {"encoder": resolved_encoder_name(config, input_shape), "epochs": epochs,
-                              "input_shape": list(input_shape), "initial_epoch": initial_epoch})
+    if role.chief:
+        write_run_config(config, {"encoder": resolved_encoder_name(config, input_shape), "epochs": epochs,
+                                  "input_shape": list(input_shape), "initial_epoch": initial_epoch})
 
     stop_on_nan = callbacks_lib.StopOnNonFinite()
     callbacks = [
@@ -222,14 +432,20 @@ def train(config, extra_callbacks=(), log=print):
         keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"), update_freq="epoch"),
         *extra_callbacks,
     ]
+    if not role.chief:  # another worker of a multi-worker run: only its checkpoints (every worker must save)
+        callbacks = [stop_on_nan, checkpoint, *extra_callbacks]
+    if strategy.num_replicas_in_sync > 1:  # before the checkpoint: the same BN statistics on every replica
+        callbacks.insert(1, callbacks_lib.AverageReplicaStatistics(strategy))
     history = None
     if initial_epoch < epochs:
         try:
             history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps, callbacks=callbacks, verbose=config.verbose,
+                                steps_per_epoch=steps, callbacks=callbacks,
+                                verbose=progress_verbosity(config.verbose),
                                 shuffle=False)  # make_dataset shuffles
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the steps of the unfinished epoch too
-            if stop_on_nan.bad_epoch is None:
+            # (Not in a multi-worker run: the workers would save different mid-epoch states.)
+            if stop_on_nan.bad_epoch is None and not role.multi_worker:
                 path = checkpoint.save_interrupted()
                 log(f"\ninterrupted: training state saved to {path}; --resume continues with epoch "
                     f"{int(checkpoint.epochs_done.numpy()) + 1}")
@@ -239,9 +455,13 @@ def train(config, extra_callbacks=(), log=print):
             f"the loss became NaN/Inf in epoch {stop_on_nan.bad_epoch}; the last good "
             f"checkpoint is {checkpoint.latest or 'none (no epoch finished)'}; lower "
             f"--learning_rate and continue with --resume")
+    if not role.chief:
+        return {"output_dir": config.output_dir, "encoder": None, "model": None, "epochs": epochs,
+                "history": history.history if history else {}}
 
     encoder_path = export_encoder(model.encoder, os.path.join(config.output_dir, "encoder"))
-    _save_keras_atomically(model, os.path.join(config.output_dir, "model.keras"))
+    _save_keras_atomically(model, os.path.join(config.output_dir, "model.keras"),
+                           optimizer_state=config.keras_optimizer_state)
     result = {"output_dir": config.output_dir, "encoder": encoder_path,
               "model": os.path.join(config.output_dir, "model.keras"),
               "epochs": epochs, "history": history.history if history else {}}
