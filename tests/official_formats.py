@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in each dataset's official on-disk format, for tests.
+"""Writers of tiny datasets in each dataset's official on-disk format (and free local ports), for tests.
 
 Every writer returns what a loader must give back (pixels uint8 NHWC and int64 labels), so tests can check
 round-trips exactly. Formats that are JPEG officially (Tiny ImageNet, CelebA) are written as PNG bytes under
@@ -7,6 +7,7 @@ the official file names: decoders sniff the content, and PNG keeps the round-tri
 
 import io
 import pickle
+import socket
 import struct
 import tarfile
 from pathlib import Path
@@ -256,3 +257,14 @@ def write_folder(directory, rng, class_names=("cat", "dog"), n_per_class=5, size
     entries.sort(key=lambda entry: str(entry[0]))
     return ([e[0] for e in entries], np.stack([e[1] for e in entries]),
             np.asarray([e[2] for e in entries], np.int64))  # fmt: skip
+
+
+def free_ports(count):
+    """``count`` TCP ports on 127.0.0.1 that were free a moment ago (for TF_CONFIG clusters in tests)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -7,12 +7,13 @@ pytest's process has already done.
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from official_formats import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -195,20 +196,10 @@ def test_trailing_batch_of_one_per_replica_is_skipped(mirrored_report):
     assert result["iterations"] == result["discriminator_iterations"] == 1
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_local_workers_train_under_multi_worker_mirrored_strategy(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=json.dumps(
