@@ -19,9 +19,10 @@ the features:
 
 --encoder is a SavedModel directory from dim_keras.export.export_encoder (serving_default: uint8 images
 "images" -> dict of conv/fc/y/local), or a .keras file of the encoder (float images in [0, 1] -> dict) or
-of a whole DeepInfoMax model (train.py's model.keras), which also allows semi_supervised.  Images larger than the encoder's input are center-cropped to it
-(STL-10: 96x96 -> 64x64, as in dim_keras.data.dataset_defaults); the images of --dataset=folder are resized to it
-(as train.py --image_size did).
+of a whole DeepInfoMax model (train.py's model.keras), which also allows semi_supervised.  Images larger
+than the encoder's input are center-cropped to it (STL-10: 96x96 -> 64x64, as in
+dim_keras.data.dataset_defaults); the images of --dataset=folder are resized to it (as train.py
+--image_size did).
 
 Prints a Markdown table (rows: measures, columns: conv, fc, Y) and writes the results as JSON to --output.
 Bad input prints one line on stderr and exits with code 2.  The flags are the fields of

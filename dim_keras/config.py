@@ -75,7 +75,8 @@ def _check_value(name, value, meta):
     if value is None:
         return
     if meta.get("choices") is not None and value not in meta["choices"]:
-        raise UsageError(f"--{name}: unknown value {_describe(value)}; choose one of {', '.join(map(str, meta['choices']))}")
+        allowed = ", ".join(map(str, meta["choices"]))
+        raise UsageError(f"--{name}: unknown value {_describe(value)}; choose one of {allowed}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"--{name} must be a finite number, got {value}")

@@ -32,7 +32,8 @@ _CONTINUATION = (rb"(?:" + rb"|".join(re.escape(p) for p in _CONTINUATION_PREFIX
                  + rb"|/job:\w+/replica:\d+/task:\d+$)")
 _NOISE = re.compile(
     rb"^(?:[IW]\d{4} "
-    rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register|meta_optimizer\.cc)"
+    rb"|[EF]\d{4} .*(?:cuInit|cuda|CUDA|cuDNN|cuFFT|cuBLAS|TensorRT|computation placer|Unable to register"
+    rb"|meta_optimizer\.cc)"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
     # Multi-worker runs: the collectives' and coordination service's reports of a lost peer (the run says
