@@ -33,20 +33,30 @@ _EXPORTS = {
     "export_encoder": "export", "load_encoder": "export",
     "DeepInfoMax": "models", "default_optimizer": "models",
     "PriorDiscriminator": "priors",
+    "RealNVP": "invertible", "AffineCoupling": "invertible",
     "TrainConfig": "config", "validate": "config",
     "UsageError": "errors", "DataError": "errors", "TrainingDiverged": "errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["load_model"]
+__all__ = sorted(_EXPORTS) + ["load_model", "register_serializables"]
+
+# The modules whose import registers dim_keras's serializable layers and models with Keras.
+_SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.generation", "dim_keras.invertible")
+
+
+def register_serializables():
+    """Imports every module that registers a serializable layer or model (this imports Keras)."""
+    for module in _SERIALIZABLE_MODULES:
+        importlib.import_module(module)
+
 
 if sys.modules.get("keras") is not None:  # keras already paid for: register the serializables now, as users expect
-    importlib.import_module("dim_keras.models")
+    register_serializables()
 
 
 def load_model(path, **kwargs):
     """``keras.saving.load_model`` with dim_keras's layers and models registered."""
-    importlib.import_module("dim_keras.models")
-    importlib.import_module("dim_keras.generation")
+    register_serializables()
     import keras
     return keras.saving.load_model(path, **kwargs)
 
