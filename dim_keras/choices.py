@@ -3,7 +3,14 @@ rejected before TensorFlow starts).  The library modules that implement them
 check their own tables against these (tests/test_config.py)."""
 
 DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder")
-ESTIMATORS = ("jsd", "dv", "infonce", "nwj")
+# mine_f is MINE's f-divergence bound E_J[T] - E_M[e^{T-1}]: the same function as
+# nwj, kept under MINE's name.  MINE's bias-corrected DV gradient needs state (a
+# moving average across steps), so it is not an estimator name but the
+# simulation's --ema_decay option (on dv), and "dv_ema" in its sweeps.
+ESTIMATORS = ("jsd", "dv", "infonce", "nwj", "mine_f")
+SIMULATION_ESTIMATORS = ESTIMATORS + ("dv_ema",)
+INVARIANCE_FUNCTIONS = ("identity", "cube", "sin")
+MI_EXPERIMENTS = ("single", "sweep", "invariance")
 CRITICS = ("dot", "concat", "bilinear", "separable")
 PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")

@@ -416,21 +416,56 @@ class EvaluateConfig:
 # ============================================================= estimate_mi
 @dataclasses.dataclass
 class EstimateMIConfig:
-    """MINE's correlated-Gaussian check (``apps/estimate_mi.py``, ``dim_keras.runs.estimate_mi``)."""
-    estimator: str = setting("dv", "MI estimator.", choices=choices.ESTIMATORS)
+    """MINE's correlated-Gaussian check (``apps/estimate_mi.py``, ``dim_keras.runs.estimate_mi``).
+
+    ``--experiment=single`` (default): one estimator at one rho (plus, with ``--plot``, every estimator over
+    ``--rhos``); ``sweep``: MINE Fig. 1, every ``--sweep_estimators`` at every ``--sweep_dims`` over
+    ``--seeds`` seeds; ``invariance``: MINE Fig. 2, ``I(X; f(X) + sigma eps)`` for each ``--functions``.
+    """
+    experiment: str = setting("single", "single: one estimate (and --plot over --rhos); sweep: estimators x "
+                              "dimensions x seeds (MINE Fig. 1); invariance: Y = f(X) + sigma eps for each f "
+                              "(MINE Fig. 2).", choices=choices.MI_EXPERIMENTS)
+    estimator: str = setting("dv", "MI estimator (mine_f: MINE's f-divergence bound, the same function as nwj; "
+                             "dv_ema: dv with MINE's bias-corrected gradient, see --ema_decay).",
+                             choices=choices.SIMULATION_ESTIMATORS)
+    ema_decay: float = setting(0.0, "MINE's bias-corrected gradient for --estimator=dv: decay of the moving "
+                               "average of E_M[e^T] (0 = plain DV; dv_ema uses 0.99 when this is 0).",
+                               minimum=0.0, below=1.0)
     critic: str = setting("separable", "Critic for the vector pairs.", choices=choices.CRITICS)
-    rho: float = setting(0.8, "Per-dimension correlation of x and z, in (-1, 1).", above=-1.0, below=1.0)
+    rho: float = setting(0.8, "Per-dimension correlation of x and z, in (-1, 1) (also of --experiment=sweep).",
+                         above=-1.0, below=1.0)
     dim: int = setting(2, "Number of dimensions d.", minimum=1)
     batch_size: int = setting(512, "Pairs per batch (B x B scores per batch).", minimum=2)
     steps: int = setting(1000, "Critic training steps.", minimum=1)
     learning_rate: float = setting(1e-3, "Adam learning rate of the critic.", above=0.0)
     hidden_units: int = setting(128, "Hidden width of the critic's MLPs.", minimum=1)
-    seed: int = setting(0, "Random seed.")
+    seed: int = setting(0, "Random seed (the first seed of --experiment=sweep).")
     json: bool = setting(False, "Print a JSON object as the last line.")
-    plot: str = setting(None, "Write a PNG of the estimate vs rho for every estimator (next to the analytic "
-                        "MI) to this path.", path="output_file")
+    plot: str = setting(None, "Write a PNG to this path: single: the estimate vs rho for every estimator (next "
+                        "to the analytic MI); sweep: estimate vs true MI per dimension with error bars; "
+                        "invariance: the estimate per f and sigma.", path="output_file")
     rhos: tuple = setting((0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95), "Correlations for --plot.", element=float,
                           above=-1.0, below=1.0, min_items=1)
+    output_json: str = setting(None, "sweep / invariance: write the results as JSON to this path.",
+                               path="output_file")
+    sweep_dims: tuple = setting((2, 5, 10, 20), "Dimensions of --experiment=sweep.", element=int, minimum=1,
+                                min_items=1)
+    sweep_estimators: tuple = setting(("dv", "dv_ema", "mine_f", "nwj", "infonce", "jsd"),
+                                      "Estimators of --experiment=sweep.", element=str,
+                                      choices=choices.SIMULATION_ESTIMATORS, min_items=1)
+    seeds: int = setting(3, "Seeds per (estimator, dimension) of --experiment=sweep.", minimum=1)
+    sweep_steps: int = setting(500, "Critic training steps of --experiment=sweep and invariance.", minimum=1)
+    sweep_batch_size: int = setting(256, "Batch size of --experiment=sweep and invariance.", minimum=2)
+    functions: tuple = setting(choices.INVARIANCE_FUNCTIONS, "f of --experiment=invariance.", element=str,
+                               choices=choices.INVARIANCE_FUNCTIONS, min_items=1)
+    sigmas: tuple = setting((0.1, 0.3, 1.0), "Noise scales of --experiment=invariance.", element=float,
+                            above=0.0, min_items=1)
+
+    def check(self):
+        if self.ema_decay > 0 and self.estimator not in ("dv", "dv_ema"):
+            raise UsageError(f"--ema_decay applies to --estimator=dv (or dv_ema), not {self.estimator}")
+        if self.output_json and self.experiment == "single":
+            raise UsageError("--output_json needs --experiment=sweep or invariance")
 
 
 # ================================================================ ablation

@@ -158,6 +158,104 @@ def nwj_lower_bound(scores):
     return e_pos - _exp_minus_one_continued(log_mean_exp)
 
 
+def mine_f_lower_bound(scores):
+    """MINE-f (Belghazi et al. 2018, Sec. 3.1): ``E_J[T] - E_M[e^{T-1}]``.
+
+    MINE-f replaces the Donsker-Varadhan representation by the weaker
+    f-divergence representation of the KL divergence,
+    ``KL(P || Q) >= sup_T E_P[T] - E_Q[e^{T-1}]``.  Since
+    ``E_M[e^{T-1}] = e^{-1} E_M[e^T]`` this is *the same function* as NWJ
+    (:func:`nwj_lower_bound`, Nguyen-Wainwright-Jordan): same value, same
+    gradient, same numerics (including the linear continuation past
+    ``logmeanexp(T) = 30``).  It is kept under MINE's name so the simulation
+    can report it next to DV and DV+EMA as in the MINE paper; the optimal
+    critic is ``T* = 1 + log(dJ/dM)`` instead of DV's ``log(dJ/dM) + c``.
+    """
+    scores = _as_scores(scores, "mine_f_lower_bound")
+    pos = positive_mask(scores)
+    e_pos = _masked_mean(scores, pos)
+    log_mean_exp = _masked_log_mean_exp(scores, 1.0 - pos)
+    return e_pos - _exp_minus_one_continued(log_mean_exp)
+
+
+def negative_log_mean_exp(scores):
+    """``log E_M[e^T]`` over the negative (off-diagonal) pairs, max-shifted."""
+    scores = _as_scores(scores, "negative_log_mean_exp")
+    return _masked_log_mean_exp(scores, 1.0 - positive_mask(scores))
+
+
+def update_log_ema(log_ema, batch_log_mean_exp, decay):
+    """One EMA step of ``E_M[e^T]`` in log space.
+
+    ``ema <- decay * ema + (1 - decay) * batch_mean(e^T)`` computed as
+    ``logaddexp(log(decay) + log_ema, log(1 - decay) + batch_log_mean_exp)``
+    (no overflow for scores of any size).  ``log_ema = -inf`` means "no
+    history": the first step then returns the batch value itself (the
+    bias-free initialisation).  ``decay = 0`` returns the batch value; the
+    result carries no gradient.
+    """
+    log_ema = tf.cast(tf.convert_to_tensor(log_ema), tf.float32)
+    batch = tf.stop_gradient(tf.cast(batch_log_mean_exp, tf.float32))
+    decay = tf.cast(decay, tf.float32)
+    fresh = tf.math.is_inf(log_ema) | (decay <= 0.0)
+    # log(0) = -inf only enters the discarded branch of the where.
+    old = tf.math.log(tf.maximum(decay, 1e-30)) + tf.where(fresh, tf.zeros_like(log_ema), log_ema)
+    new = tf.math.log(tf.maximum(1.0 - decay, 1e-30)) + batch
+    mixed = tf.reduce_logsumexp(tf.stack([old, new]), axis=0)
+    return tf.stop_gradient(tf.where(fresh, batch, mixed))
+
+
+def dv_bias_corrected(scores, log_ema, decay):
+    """MINE's bias-corrected DV gradient (Sec. 3.2), as a pure function.
+
+    Returns ``(bound, surrogate, new_log_ema)``:
+
+    * ``bound``: the plain DV bound ``E_J[T] - log E_M[e^T]`` of this batch
+      (what is reported; carries DV's gradient);
+    * ``new_log_ema``: ``log`` of the moving average
+      ``decay * ema + (1 - decay) * batch_mean(e^T)``
+      (:func:`update_log_ema`; ``log_ema = -inf`` starts it), no gradient;
+    * ``surrogate``: the objective to *maximise* instead of ``bound``,
+      ``E_J[T] - batch_mean(e^T) / stop_gradient(ema)``, computed as
+      ``E_J[T] - exp(lme - new_log_ema)`` (both logs, no overflow).  Its
+      gradient is ``grad E_J[T] - grad E_M[e^T] / ema``: the DV gradient with
+      the biased batch denominator replaced by the moving average.  With
+      ``decay = 0`` the EMA is the batch value, so the gradient is exactly
+      DV's (the surrogate's value is then ``E_J[T] - 1``, not the bound).
+    """
+    scores = _as_scores(scores, "dv_bias_corrected")
+    pos = positive_mask(scores)
+    e_pos = _masked_mean(scores, pos)
+    lme = _masked_log_mean_exp(scores, 1.0 - pos)
+    new_log_ema = update_log_ema(log_ema, lme, decay)
+    surrogate = e_pos - tf.exp(lme - new_log_ema)
+    return e_pos - lme, surrogate, new_log_ema
+
+
+class BiasCorrectedDV:
+    """The stateful side of :func:`dv_bias_corrected` for training loops.
+
+    Holds ``log ema`` in a non-trainable ``tf.Variable`` (start: ``-inf``, no
+    history).  ``dv(scores)`` returns ``(bound, surrogate)`` and updates the
+    variable; maximise ``surrogate`` (e.g. ``loss = -surrogate``), report
+    ``bound``.  Works inside ``tf.function``.
+    """
+
+    def __init__(self, decay=0.99):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.log_ema = tf.Variable(-math.inf, trainable=False, dtype=tf.float32, name="dv_log_ema")
+
+    def reset(self):
+        self.log_ema.assign(-math.inf)
+
+    def __call__(self, scores):
+        bound, surrogate, new_log_ema = dv_bias_corrected(scores, self.log_ema, self.decay)
+        self.log_ema.assign(new_log_ema)
+        return bound, surrogate
+
+
 def infonce_lower_bound(scores):
     """infoNCE bound, eq. 5.
 
@@ -199,6 +297,7 @@ _BOUNDS = {
     "dv": dv_lower_bound,
     "infonce": infonce_lower_bound,
     "nwj": nwj_lower_bound,
+    "mine_f": mine_f_lower_bound,
 }
 
 

@@ -54,6 +54,11 @@ def test_plot_has_every_estimator_and_is_written_atomically(tmp_path):
     (["--plot={tmp}/file/x.png"], "/file is a file, not a directory"),
     (["--plot={tmp}"], "is a directory, not a file"),
     (["positional"], "unexpected arguments"),
+    (["--estimator=nwj", "--ema_decay=0.5"], "--ema_decay applies to --estimator=dv (or dv_ema), not nwj"),
+    (["--ema_decay=1"], "--ema_decay must be < 1.0"),
+    (["--experiment=fig1"], "--experiment: unknown value 'fig1'"),
+    (["--sweep_estimators=dv,kl"], "--sweep_estimators: unknown value 'kl'"),
+    (["--output_json={tmp}/o.json"], "--output_json needs --experiment=sweep or invariance"),
 ])
 def test_bad_input_is_one_line_before_tensorflow(tmp_path, args, message):
     (tmp_path / "file").write_text("a regular file")

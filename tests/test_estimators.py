@@ -59,6 +59,7 @@ BY_HAND_3 = {
             - sum(sp(t) - math.log(2) for t in ALL_NEG3) / 6),
     "dv": sum(POS3) / 3 - math.log(sum(math.exp(t) for t in ALL_NEG3) / 6),
     "nwj": sum(POS3) / 3 - math.exp(-1) * sum(math.exp(t) for t in ALL_NEG3) / 6,
+    "mine_f": sum(POS3) / 3 - sum(math.exp(t - 1) for t in ALL_NEG3) / 6,  # E_J[T] - E_M[e^{T-1}]
     # K = 1 + (B - 1) L = 3 candidates per positive.
     "infonce": math.log(3) + sum(
         p - math.log(math.exp(p) + sum(math.exp(t) for t in NEG3[i]))
