@@ -151,7 +151,12 @@ def nwj_lower_bound(scores):
     linearly (see ``_exp_minus_one_continued``), so the value stays a finite
     float32 and a run-away critic is still pulled back by the gradient.
     """
-    scores = _as_scores(scores, "nwj_lower_bound")
+    return _f_divergence_bound(scores, "nwj_lower_bound")
+
+
+def _f_divergence_bound(scores, name):
+    """``E_J[T] - E_M[e^{T-1}]`` (NWJ = MINE-f), with the continued exponential."""
+    scores = _as_scores(scores, name)
     pos = positive_mask(scores)
     e_pos = _masked_mean(scores, pos)
     log_mean_exp = _masked_log_mean_exp(scores, 1.0 - pos)
@@ -171,11 +176,7 @@ def mine_f_lower_bound(scores):
     can report it next to DV and DV+EMA as in the MINE paper; the optimal
     critic is ``T* = 1 + log(dJ/dM)`` instead of DV's ``log(dJ/dM) + c``.
     """
-    scores = _as_scores(scores, "mine_f_lower_bound")
-    pos = positive_mask(scores)
-    e_pos = _masked_mean(scores, pos)
-    log_mean_exp = _masked_log_mean_exp(scores, 1.0 - pos)
-    return e_pos - _exp_minus_one_continued(log_mean_exp)
+    return _f_divergence_bound(scores, "mine_f_lower_bound")
 
 
 def negative_log_mean_exp(scores):
