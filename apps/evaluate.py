@@ -1,7 +1,7 @@
 r"""Evaluate a trained DIM encoder with the measures of Hjelm et al., ICLR 2019, section 4.1 (Tables 1, 2, 4).
 
-    python apps/evaluate.py --encoder=runs/digits/encoder --dataset=digits \
-        --output=runs/digits/evaluation.json --neighbours_png=runs/digits/neighbours.png
+    python apps/evaluate.py --encoder=saved_models/<run>/encoder --dataset=digits \
+        --output=saved_models/<run>/evaluation.json --neighbours_png=saved_models/<run>/neighbours.png
 
 The train and test splits are encoded once (conv, fc and Y features); then every chosen measure runs on
 the features:
