@@ -30,5 +30,4 @@ def run(config):
 
 
 if __name__ == "__main__":
-    cli.run_app(TrainConfig, run, "train.py",
-                interrupt_hint="; the training state is saved: rerun with --resume to continue")
+    cli.run_app(TrainConfig, run, "train.py")  # the run says on Ctrl-C whether and where it saved

@@ -131,8 +131,9 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
 
     ``run(config)`` does the work (it imports TensorFlow when it needs it);
     the flags are parsed and the config validated before that, so a mistake
-    costs the user no TensorFlow start-up.  ``interrupt_hint`` is appended to
-    the Ctrl-C / SIGTERM line (e.g. how to resume).
+    costs the user no TensorFlow start-up.  The Ctrl-C / SIGTERM line ends
+    with the interrupt's own message when the run gave it one (what it
+    saved), else with ``interrupt_hint`` (e.g. how to resume).
     """
     define_flags(config_cls, module_name=sys.argv[0])
 
@@ -170,7 +171,7 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
             fail(prog, error, code=1)
         except KeyboardInterrupt as interrupt:  # Ctrl-C (130) or SIGTERM (143)
             terminated = isinstance(interrupt, Terminated)
-            fail(prog, f"{'terminated' if terminated else 'interrupted'}{interrupt_hint}",
+            fail(prog, f"{'terminated' if terminated else 'interrupted'}{str(interrupt) or interrupt_hint}",
                  code=143 if terminated else 130)
         except OSError as error:
             where = f"{error.filename}: " if getattr(error, "filename", None) else ""

@@ -179,12 +179,6 @@ def mine_f_lower_bound(scores):
     return _f_divergence_bound(scores, "mine_f_lower_bound")
 
 
-def negative_log_mean_exp(scores):
-    """``log E_M[e^T]`` over the negative (off-diagonal) pairs, max-shifted."""
-    scores = _as_scores(scores, "negative_log_mean_exp")
-    return _masked_log_mean_exp(scores, 1.0 - positive_mask(scores))
-
-
 def update_log_ema(log_ema, batch_log_mean_exp, decay):
     """One EMA step of ``E_M[e^T]`` in log space.
 

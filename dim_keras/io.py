@@ -21,7 +21,16 @@ from dim_keras.errors import UsageError
 
 
 def _umask():
-    mask = os.umask(0)
+    """The process umask, read from /proc where possible: ``os.umask`` can only be read by setting it,
+    which would briefly give files other threads (tf.data, TensorBoard) create a umask of 0."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -40,16 +49,12 @@ def _share(path):
         os.chmod(path, 0o666 & ~mask)
 
 
-def _remove(path):
+def remove(path):
+    """Removes the file or directory tree ``path``; nothing happens if it does not exist."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.remove(path)
-
-
-def remove(path):
-    """Removes the file or directory tree ``path``; nothing happens if it does not exist."""
-    _remove(path)
 
 
 @contextlib.contextmanager
@@ -73,7 +78,7 @@ def atomic_path(path):
             shutil.rmtree(path)  # a directory cannot be replaced by rename
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
@@ -104,7 +109,7 @@ def remove_temporaries(directory):
     if directory and os.path.isdir(directory):
         for name in os.listdir(directory):
             if is_temporary(name):
-                _remove(os.path.join(directory, name))
+                remove(os.path.join(directory, name))
 
 
 # ------------------------------------------------------------------ checks

@@ -219,3 +219,17 @@ def test_corrupt_data_stops_the_search_with_one_usage_error_and_the_search_resum
     batch.write_bytes(good)
     rows = ablation.search(config)["rows"]
     assert [(r["alpha"], r["beta"], r["status"]) for r in rows] == [(1.0, 1.0, "COMPLETED")]
+
+
+def test_a_corrupt_test_split_stops_the_search_at_the_measures(tmp_path):
+    from official_formats import write_cifar10
+    write_cifar10(str(tmp_path / "data"), n_per_batch=16, rng=np.random.default_rng(0))
+    test_batch = tmp_path / "data" / "cifar-10-batches-py" / "test_batch"
+    test_batch.write_bytes(test_batch.read_bytes()[:100])  # training reads data_batch_*, the measures test_batch
+    train = TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "data"), embedding_dim=32, y_dim=16,
+                        batch_size=16, steps_per_epoch=2, epochs=1, jit_compile=False, probe=False, verbose=0)
+    config = tiny_config(tmp_path / "search", alphas=(1.0,), betas=(0.5, 1.0), eval_max_train=60, train=train)
+    with pytest.raises(UsageError, match="test_batch"):
+        ablation.search(config)
+    trials = sorted(os.listdir(tmp_path / "search" / "trials"))
+    assert trials == ["0"]  # stopped at the first trial, not every grid point trained and failed

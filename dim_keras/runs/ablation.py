@@ -42,7 +42,7 @@ import numpy as np
 from dim_keras import io
 from dim_keras.choices import ABLATION_OBJECTIVES
 from dim_keras.config import to_dict, validate
-from dim_keras.errors import DataError, TrainingDiverged, UsageError
+from dim_keras.errors import TrainingDiverged, UsageError
 
 PROJECT_NAME = "dim_ablation"
 WEIGHTS = ("alpha", "beta", "gamma")
@@ -62,11 +62,8 @@ def measure_encoder(encoder_fn, config, measures):
     from dim_keras.evaluation import FeatureSet, evaluate_representation
 
     train_config = config.train
-    try:
-        train, test = (load_split(train_config.dataset, split, train_config.data_dir, download=train_config.download,
-                                  image_size=train_config.image_size) for split in ("train", "test"))
-    except DataError as err:
-        raise UsageError(str(err)) from None
+    train, test = (load_split(train_config.dataset, split, train_config.data_dir, download=train_config.download,
+                              image_size=train_config.image_size) for split in ("train", "test"))
     train_images, train_labels = subsample(train, config.eval_max_train, train_config.seed)
     test_images = test.images
     crop = dataset_defaults(train_config.dataset)["eval_crop"]
@@ -138,11 +135,11 @@ class _AblationTuner:
         self.trainings_run += 1
         try:
             result = train(train_config, log=lambda *a: None)
+            measures = measure_encoder(load_encoder(result["encoder"]), config, config.all_measures())
         except TrainingDiverged as err:
             raise kt.errors.FailedTrialError(str(err)) from None
         except UsageError as err:  # missing or corrupt data fails every trial alike: stop the search
             raise _StopSearch(err) from None
-        measures = measure_encoder(load_encoder(result["encoder"]), config, config.all_measures())
         for name, value in measures.items():
             if not math.isfinite(value):
                 self.remove_models(out_dir)
@@ -357,6 +354,8 @@ def search(config):
         tuner.search()
     except _StopSearch as stop:
         raise stop.usage_error from None
+    except KeyboardInterrupt as interrupt:  # the trial's "--resume" hint is not the search's: drop it
+        raise type(interrupt)() from None
     summary = write_results(config, collect_rows(tuner))
     return {"rows": summary["trials"], "best": summary.get("best"), "trainings_run": tuner.trainings_run,
             "results": os.path.join(config.search_dir, "results.csv")}

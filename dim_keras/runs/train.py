@@ -443,13 +443,19 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
                                 steps_per_epoch=steps, callbacks=callbacks,
                                 verbose=progress_verbosity(config.verbose),
                                 shuffle=False)  # make_dataset shuffles
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the steps of the unfinished epoch too
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep the steps of the unfinished epoch too
             # (Not in a multi-worker run: the workers would save different mid-epoch states.)
             if stop_on_nan.bad_epoch is None and not role.multi_worker:
                 path = checkpoint.save_interrupted()
                 log(f"\ninterrupted: training state saved to {path}; --resume continues with epoch "
                     f"{int(checkpoint.epochs_done.numpy()) + 1}")
-            raise
+                saved = "the training state is saved"
+            elif checkpoint.latest:
+                saved = f"the last checkpoint is {checkpoint.latest}"
+            else:
+                raise  # nothing to resume from: the plain interrupt line says it all
+            # The one line the app prints (dim_keras.cli.run_app), true to what was saved.
+            raise type(interrupt)(f"; {saved}: rerun with --resume to continue") from None
     if stop_on_nan.bad_epoch is not None:
         raise TrainingDiverged(
             f"the loss became NaN/Inf in epoch {stop_on_nan.bad_epoch}; the last good "
