@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in each dataset's official on-disk format (and free local ports), for tests.
+"""Writers of tiny datasets in each dataset's official on-disk format (and other shared test helpers), for tests.
 
 Every writer returns what a loader must give back (pixels uint8 NHWC and int64 labels), so tests can check
 round-trips exactly. Formats that are JPEG officially (Tiny ImageNet, CelebA) are written as PNG bytes under
@@ -268,3 +268,9 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+# ``python -c WITHOUT_TENSORFLOW app.py [flags]`` runs an app with TensorFlow and Keras made unimportable:
+# a mistake reported this way was found before TensorFlow would have started (no start-up cost or noise).
+WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
+                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")

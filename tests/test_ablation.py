@@ -18,14 +18,11 @@ from dim_keras.data import load_split, subsample
 from dim_keras.errors import UsageError
 from dim_keras.export import load_encoder
 from dim_keras.runs import ablation
+from official_formats import WITHOUT_TENSORFLOW
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "tuning", "ablation.py")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found
-# before TensorFlow would have started (as tests/test_train_app.py).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def tiny_config(search_dir, **kwargs):

@@ -13,6 +13,8 @@ import sys
 import pytest
 from absl import flags
 
+from official_formats import WITHOUT_TENSORFLOW
+
 from dim_keras import cli
 from dim_keras.config import BenchmarkConfig, TorchReferenceConfig, TrainConfig, validate
 from dim_keras.errors import UsageError
@@ -25,9 +27,6 @@ TORCH_APP = os.path.join(ROOT, "apps", "torch_reference.py")
 # Tiny and XLA-free: compiling is what a 2-step run spends its time on.
 TINY = ["--image_size=16", "--batch_size=8", "--steps=2", "--warmup=1", "--embedding_dim=16", "--nojit_compile"]
 TORCH_TINY = ["--image_size=16", "--batch_size=4", "--steps=2", "--warmup=1", "--embedding_dim=16"]
-# Runs an app with TensorFlow and Keras made unimportable (see tests/test_train_app.py).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def tiny_config(**settings):

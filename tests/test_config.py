@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+
+from official_formats import WITHOUT_TENSORFLOW
 from absl import flags
 
 from dim_keras import choices, cli, config, io, runtime
@@ -209,8 +211,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("app", sorted(APPS))
 def test_every_app_documents_every_flag_of_its_config_without_tensorflow(app):
-    code = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    code = WITHOUT_TENSORFLOW
     result = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, *app), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.stderr == ""

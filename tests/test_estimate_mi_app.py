@@ -7,15 +7,14 @@ import sys
 
 import pytest
 
+from official_formats import WITHOUT_TENSORFLOW
+
 from dim_keras import choices
 from dim_keras.config import EstimateMIConfig
 from dim_keras.runs.estimate_mi import estimate_mi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "apps", "estimate_mi.py")
-# Runs the app with TensorFlow and Keras made unimportable (see tests/test_train_app.py).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def test_json_last_line_has_estimate_and_true_mi():

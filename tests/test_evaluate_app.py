@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+
+from official_formats import WITHOUT_TENSORFLOW
 from PIL import Image
 
 from dim_keras.config import EvaluateConfig
@@ -16,10 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(ROOT, "apps", "evaluate.py")
 TRAIN_APP = os.path.join(ROOT, "apps", "train.py")
 
-# Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
-# TensorFlow would have started (see tests/test_train_app.py).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def run_app(*args, timeout=300):

@@ -14,6 +14,8 @@ import sys
 import keras
 import numpy as np
 import pytest
+
+from official_formats import WITHOUT_TENSORFLOW
 import tensorflow as tf
 
 from dim_keras.generation import (
@@ -377,10 +379,6 @@ def test_train_generator_writes_under_saved_models_by_default(tmp_path, monkeypa
 
 # -- the app --------------------------------------------------------------------------------------------
 
-# Runs the app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
-# TensorFlow would have started (see tests/test_train_app.py).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def _run_app(*arguments, timeout=600, tensorflow=True):

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from official_formats import free_ports
+from official_formats import WITHOUT_TENSORFLOW, free_ports
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,8 +134,7 @@ def test_a_killed_worker_stops_the_other_with_one_line_and_resume_completes(tmp_
 
 def test_the_ablation_refuses_multi_worker_with_one_line_before_tensorflow():
     # TensorFlow and Keras made unimportable: the refusal comes before TensorFlow would start.
-    code = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-            "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    code = WITHOUT_TENSORFLOW
     result = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "tuning", "ablation.py"),
                              "--strategy=multi_worker"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2, result.stderr[-2000:]

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from official_formats import write_cifar10, write_folder
+from official_formats import WITHOUT_TENSORFLOW, write_cifar10, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, os.path.join(ROOT, "apps", "train.py")]
@@ -21,10 +21,6 @@ def run(args, timeout=600):
     return subprocess.run(TRAIN + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-# Runs an app with TensorFlow and Keras made unimportable: a mistake reported this way was found before
-# TensorFlow would have started (no start-up cost, no start-up noise).
-WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
-                      "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def run_without_tensorflow(app, args):
