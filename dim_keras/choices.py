@@ -11,6 +11,11 @@ ESTIMATORS = ("jsd", "dv", "infonce", "nwj", "mine_f")
 SIMULATION_ESTIMATORS = ESTIMATORS + ("dv_ema",)
 INVARIANCE_FUNCTIONS = ("identity", "cube", "sin")
 MI_EXPERIMENTS = ("single", "sweep", "invariance")
+# apps/mi_lab.py: one sub-command per experiment of Tschannen et al. (ICLR 2020), on two views (top and bottom
+# half) of handwritten digits (dim_keras.multiview).
+MI_LAB_EXPERIMENTS = ("invertible", "adversarial", "conditioning", "critics", "target_mi", "encoders", "negatives")
+VIEW_DATASETS = ("digits", "mnist")
+VIEW_ENCODERS = ("mlp", "conv", "realnvp")
 CRITICS = ("dot", "concat", "bilinear", "separable")
 PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")

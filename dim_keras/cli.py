@@ -3,7 +3,9 @@
 - :func:`define_flags` generates an app's absl flags from a config dataclass
   of :mod:`dim_keras.config` (help text, choices and defaults from the fields);
 - :func:`config_from_flags` builds the config back from the parsed flags;
-- :func:`run_app` is the whole ``main`` of an app: parse, validate (before
+- :func:`run_app` is the whole ``main`` of an app: parse (a config with a
+  ``SUBCOMMAND`` class attribute takes that field from the one positional
+  argument, e.g. ``mi_lab.py critics --steps=100``), validate (before
   TensorFlow is imported), filter TensorFlow's start-up noise, call the run
   function, and turn every failure into one line on stderr with exit code 2
   (a user mistake) or 1 (diverged training, a failing disk, a lost worker of a
@@ -149,11 +151,23 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
                 sys.exit(0)
             raise
 
+    subcommand = getattr(config_cls, "SUBCOMMAND", None)  # a field set by the one positional argument
+
     def main(argv):
-        if len(argv) > 1:
-            fail(prog, f"unexpected arguments: {' '.join(argv[1:])}")
+        positional = argv[1:]
+        if subcommand is not None:
+            allowed = next(f for f in dataclasses.fields(config_cls) if f.name == subcommand).metadata["choices"]
+            if not positional:
+                fail(prog, f"name a {subcommand}: one of {', '.join(allowed)}")
+            if positional[0] not in allowed:
+                fail(prog, f"unknown {subcommand} {positional[0]!r}; choose one of {', '.join(allowed)}")
+            positional = positional[1:]
+        if positional:
+            fail(prog, f"unexpected arguments: {' '.join(positional)}")
         try:
             config = config_from_flags(config_cls)
+            if subcommand is not None:
+                setattr(config, subcommand, argv[1])
             if hasattr(config, "from_command_line"):  # e.g. --resume takes the run's saved settings
                 config = config.from_command_line(
                     {field.name for field, _, _ in flag_fields(config_cls) if flags.FLAGS[field.name].present})

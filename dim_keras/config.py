@@ -468,6 +468,46 @@ class EstimateMIConfig:
             raise UsageError("--output_json needs --experiment=sweep or invariance")
 
 
+# ================================================================ MI lab
+@dataclasses.dataclass
+class MILabConfig:
+    """Tschannen et al. (ICLR 2020), one experiment per sub-command (``apps/mi_lab.py``, ``dim_keras.runs.mi_lab``).
+
+    The two views are the top and bottom halves of handwritten digits (:mod:`dim_keras.multiview`); results
+    go to ``<output_dir>/<experiment>.json`` and ``<output_dir>/<experiment>.png``.
+    """
+    SUBCOMMAND: typing.ClassVar[str] = "experiment"  # the positional argument of apps/mi_lab.py
+
+    experiment: str = setting(None, "The experiment (the sub-command).", choices=choices.MI_LAB_EXPERIMENTS,
+                              flag=False)
+    dataset: str = setting("digits", "Digits whose top and bottom halves are the two views: digits "
+                           "(scikit-learn's 8x8, built in) or mnist (official idx files in --data_dir, or tfds).",
+                           choices=choices.VIEW_DATASETS)
+    data_dir: str = setting(None, "Where the dataset's files are (mnist).", path="input_dir")
+    estimators: tuple = setting(("infonce", "nwj"), "MI estimators to compare (the paper: I_NCE and I_NWJ).",
+                                element=str, choices=choices.ESTIMATORS, min_items=1)
+    steps: int = setting(None, "Training steps per run (default: the experiment's own, sized for a CPU run "
+                         "in minutes; the paper trains 20k+).", minimum=1)
+    eval_every: int = setting(None, "Steps between evaluations of I_EST and the linear probe on the test "
+                              "split (default: steps / 10).", minimum=1)
+    batch_size: int = setting(128, "Pairs per batch (the paper's 128; I_NCE <= log batch_size).", minimum=2)
+    learning_rate: float = setting(1e-4, "Adam learning rate (the paper's 1e-4).", above=0.0)
+    seeds: int = setting(3, "Runs per setting (the paper averages 20); the figures show mean +- std.",
+                         minimum=1)
+    seed: int = setting(0, "First random seed.")
+    probe_examples: int = setting(10000, "Training examples of the linear probe at most (a random subset "
+                                  "when the split is larger, e.g. MNIST's 60k).", minimum=10)
+    output_dir: str = setting("saved_models/mi_lab", "Where <experiment>.json and <experiment>.png go.",
+                              path="output_dir")
+    json: bool = setting(False, "Print the results as a JSON object on the last line.")
+
+    def check(self):
+        if self.experiment is None:
+            raise UsageError(f"name an experiment: one of {', '.join(choices.MI_LAB_EXPERIMENTS)}")
+        if self.steps is not None and self.eval_every is not None and self.eval_every > self.steps:
+            raise UsageError(f"--eval_every={self.eval_every} is more than --steps={self.steps}")
+
+
 # ================================================================ ablation
 @dataclasses.dataclass
 class AblationConfig:
