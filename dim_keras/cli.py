@@ -158,7 +158,7 @@ def run_app(config_cls, run, prog, interrupt_hint=""):
         if subcommand is not None:
             allowed = next(f for f in dataclasses.fields(config_cls) if f.name == subcommand).metadata["choices"]
             if not positional:
-                fail(prog, f"name a {subcommand}: one of {', '.join(allowed)}")
+                fail(prog, f"name an {subcommand}: one of {', '.join(allowed)}")
             if positional[0] not in allowed:
                 fail(prog, f"unknown {subcommand} {positional[0]!r}; choose one of {', '.join(allowed)}")
             positional = positional[1:]

@@ -48,16 +48,16 @@ class Views:
 
 
 def split_views(images, labels):
-    """``Views`` of grayscale ``images`` [N, H, W] (any numeric dtype; uint8 is scaled by 1/255): the top
-    ``H // 2`` rows and the remaining rows, each flattened (an odd middle row goes to the bottom)."""
+    """``Views`` of grayscale ``images`` [N, H, W] with an even H (any numeric dtype; uint8 is scaled by
+    1/255): the top ``H / 2`` rows and the bottom ``H / 2`` rows, each flattened."""
     images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"split_views takes grayscale images [N, H, W], got shape {images.shape}")
+    if images.ndim != 3 or images.shape[1] % 2:
+        raise ValueError(f"split_views takes grayscale images [N, H, W] with an even H, got shape {images.shape}")
     if images.dtype == np.uint8:
         images = images.astype(np.float32) / np.float32(255)
     images = images.astype(np.float32)
     half = images.shape[1] // 2
-    top, bottom = images[:, :half], images[:, half:2 * half]
+    top, bottom = images[:, :half], images[:, half:]
     return Views(top.reshape(len(images), -1), bottom.reshape(len(images), -1),
                  np.asarray(labels, dtype=np.int64), (half, images.shape[2]))
 
