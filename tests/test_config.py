@@ -14,7 +14,8 @@ from dim_keras import choices, cli, config, io, runtime
 from dim_keras.errors import DataError, UsageError
 
 ALL_CONFIGS = (config.TrainConfig, config.GenerateConfig, config.EvaluateConfig, config.EstimateMIConfig,
-               config.AblationConfig, config.BenchmarkConfig, config.TorchReferenceConfig)
+               config.AblationConfig, config.BenchmarkConfig, config.TorchReferenceConfig, config.MILabConfig,
+               config.MineGANConfig, config.BottleneckConfig)
 
 
 def test_config_and_cli_import_without_tensorflow():
@@ -44,6 +45,13 @@ def test_flags_are_generated_from_the_fields(config_cls):
     if config_cls is config.EvaluateConfig:
         with pytest.raises(UsageError, match="--encoder is required"):
             config.validate(default)
+    elif getattr(config_cls, "SUBCOMMAND", None):  # the positional sub-command is required; each one is valid
+        subcommand = next(f for f in dataclasses.fields(config_cls) if f.name == config_cls.SUBCOMMAND)
+        assert not subcommand.metadata["flag"]
+        with pytest.raises(UsageError, match="name an experiment"):
+            config.validate(default)
+        for name in subcommand.metadata["choices"]:
+            config.validate(dataclasses.replace(default, **{config_cls.SUBCOMMAND: name}))
     else:
         config.validate(default)  # the defaults are valid settings
 
@@ -205,7 +213,8 @@ def test_filter_drops_native_lines_written_to_fd_2_and_keeps_the_rest():
 APPS = {("apps", "train.py"): config.TrainConfig, ("apps", "generate.py"): config.GenerateConfig,
         ("apps", "evaluate.py"): config.EvaluateConfig, ("apps", "estimate_mi.py"): config.EstimateMIConfig,
         ("apps", "benchmark.py"): config.BenchmarkConfig, ("apps", "torch_reference.py"): config.TorchReferenceConfig,
-        ("tuning", "ablation.py"): config.AblationConfig}
+        ("apps", "mi_lab.py"): config.MILabConfig, ("apps", "mine_gan.py"): config.MineGANConfig,
+        ("apps", "mine_bottleneck.py"): config.BottleneckConfig, ("tuning", "ablation.py"): config.AblationConfig}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
