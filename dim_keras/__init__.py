@@ -41,7 +41,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["load_model", "register_serializables"]
 
 # The modules whose import registers dim_keras's serializable layers and models with Keras.
-_SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.generation", "dim_keras.invertible", "dim_keras.multiview")
+_SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.generation", "dim_keras.invertible", "dim_keras.multiview",
+                         "dim_keras.adversarial_invertible", "dim_keras.mine_gan", "dim_keras.bottleneck")
 
 
 def register_serializables():

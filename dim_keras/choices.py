@@ -2,7 +2,8 @@
 rejected before TensorFlow starts).  The library modules that implement them
 check their own tables against these (tests/test_config.py)."""
 
-DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder")
+# mnist: official idx files or tfds (the dataset of Tschannen et al., apps/mi_lab.py; 28x28, 10 classes).
+DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist")
 # mine_f is MINE's f-divergence bound E_J[T] - E_M[e^{T-1}]: the same function as
 # nwj, kept under MINE's name.  MINE's bias-corrected DV gradient needs state (a
 # moving average across steps), so it is not an estimator name but the
@@ -15,7 +16,14 @@ MI_EXPERIMENTS = ("single", "sweep", "invariance")
 # half) of handwritten digits (dim_keras.multiview).
 MI_LAB_EXPERIMENTS = ("invertible", "adversarial", "conditioning", "critics", "target_mi", "encoders", "negatives")
 VIEW_DATASETS = ("digits", "mnist")
-VIEW_ENCODERS = ("mlp", "conv", "realnvp")
+# residual_mlp: Tschannen et al. Sec. 3.1 "bias towards hard-to-invert encoders" (identity at zero weights).
+VIEW_ENCODERS = ("mlp", "conv", "realnvp", "residual_mlp")
+# apps/mi_lab.py critics (Tschannen et al. Sec. 3.2): the bilinear, separable and MLP (concatenation) critics.
+MI_LAB_CRITICS = ("bilinear", "separable", "mlp")
+# apps/mine_bottleneck.py (dim_keras.bottleneck, MINE Sec. 5.3): the stochastic encoders of MINE's Table 3
+# (none = the deterministic baseline) and the digit datasets it runs on.
+BOTTLENECK_NOISES = ("gaussian", "additive", "propagated", "none")
+BOTTLENECK_DATASETS = ("digits", "mnist")
 CRITICS = ("dot", "concat", "bilinear", "separable")
 PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")

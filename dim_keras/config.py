@@ -153,11 +153,12 @@ def from_dict(config_cls, payload):
 class TrainConfig:
     """A DIM training run (``apps/train.py``, ``dim_keras.runs.train``); defaults are the paper's DIM(L)."""
     dataset: str = setting("digits", "Dataset: digits (scikit-learn's, offline), cifar10, cifar100, stl10, "
-                           "tiny_imagenet, celeb_a, or folder (class-per-subfolder images in --data_dir).",
+                           "tiny_imagenet, celeb_a, mnist, or folder (class-per-subfolder images in --data_dir).",
                            choices=choices.DATASETS)
     data_dir: str = setting(None, "Directory with the dataset's official files (cifar-10-batches-py, "
                             "cifar-10-python.tar.gz, cifar-100-python, stl10_binary, tiny-imagenet-200, "
-                            "img_align_celeba + list_attr_celeba.txt) or a prepared tfds data_dir.",
+                            "img_align_celeba + list_attr_celeba.txt, MNIST's *-idx*-ubyte[.gz]) or a prepared "
+                            "tfds data_dir.",
                             path="input_dir")
     download: bool = setting(False, "Let tensorflow-datasets download the dataset if it is not on disk.")
     alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
@@ -500,12 +501,160 @@ class MILabConfig:
     output_dir: str = setting("saved_models/mi_lab", "Where <experiment>.json and <experiment>.png go.",
                               path="output_dir")
     json: bool = setting(False, "Print the results as a JSON object on the last line.")
+    critics: tuple = setting(choices.MI_LAB_CRITICS, "critics: the critics to compare (Sec. 3.2): bilinear "
+                             "x^T W y, separable phi1(x)^T phi2(y) (100-unit ReLU layer, 100 outputs) and mlp "
+                             "(200-unit ReLU layer on [x, y]).", element=str, choices=choices.MI_LAB_CRITICS,
+                             min_items=1)
+    targets: tuple = setting((2.0, 4.0), "target_mi and encoders: the targets t of min |I_EST - t| in nats (the "
+                             "paper's 2 and 4; I_NCE needs t < log batch_size).", element=float, above=0.0,
+                             min_items=1)
+    encoders: tuple = setting(("mlp", "conv"), "encoders: the view encoders to compare at equal I_EST (Sec. "
+                              "3.3): mlp (300-300-100) and conv (two 5x5 stride-2 convolutions, layer norm, "
+                              "average pooling, dense 100).", element=str, choices=choices.VIEW_ENCODERS,
+                              min_items=1)
+    # invertible, adversarial (Sec. 3.1, App. B) and conditioning (Sec. 3.1, Fig. 2).
+    realnvp_couplings: int = setting(6, "invertible and adversarial: additive coupling layers of each RealNVP "
+                                     "encoder (the paper's 30; 6 keep the default runs in minutes on a CPU).",
+                                     minimum=1)
+    realnvp_hidden_units: tuple = setting((128, 128), "invertible and adversarial: hidden ReLU layers of each "
+                                          "coupling's shift MLP (the paper's 512,512; 128,128 for a CPU).",
+                                          element=int, minimum=1, min_items=1)
+    classifier_learning_rate: float = setting(1e-3, "adversarial: Adam learning rate of the linear classifier "
+                                              "(App. B: 1e-4, the authors' notebook: 1e-3; this experiment does "
+                                              "not use --learning_rate).", above=0.0)
+    encoder_learning_rate: float = setting(1e-4, "adversarial: Adam learning rate of the encoder (App. B: 1e-6, "
+                                           "the notebook: 1e-5 for 4k encoder steps; 1e-4 for the CPU default's "
+                                           "1.5k).", above=0.0)
+    classifier_steps: int = setting(10, "adversarial: classifier updates per encoder update (App. B's 10).",
+                                    minimum=1)
+    warmup_steps: int = setting(1000, "adversarial: classifier updates before the first encoder update (App. "
+                                "B's 1k).", minimum=0)
+    noise_std: float = setting(0.05, "conditioning: std of the Gaussian vector added to both views, the same "
+                               "vector to each (the paper's coupled noise, 0.05).", minimum=0.0)
+    jacobian_inputs: int = setting(128, "conditioning: random (noisy) training inputs at which the condition "
+                                   "number of g1's Jacobian is computed (the paper's 128).", minimum=1)
 
     def check(self):
         if self.experiment is None:
             raise UsageError(f"name an experiment: one of {', '.join(choices.MI_LAB_EXPERIMENTS)}")
+        for name in ("critics", "targets", "encoders"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        if (self.experiment in ("target_mi", "encoders") and "infonce" in self.estimators
+                and max(self.targets) >= math.log(self.batch_size)):
+            raise UsageError(f"--targets={max(self.targets):g} is out of reach of I_NCE, which is at most "
+                             f"log(--batch_size) = {math.log(self.batch_size):.2f} nats")
         if self.steps is not None and self.eval_every is not None and self.eval_every > self.steps:
             raise UsageError(f"--eval_every={self.eval_every} is more than --steps={self.steps}")
+
+
+@dataclasses.dataclass
+class MineGANConfig:
+    """GAN vs GAN+MINE on 25 Gaussians, MINE Sec. 5.1, Fig. 4 (``apps/mine_gan.py``, ``dim_keras.runs.mine_gan``).
+
+    Every seed trains the plain GAN (beta = 0) and GAN+MINE (``--beta``) with the same networks, counts the
+    modes covered and the high-quality fraction on ``--eval_samples`` samples (:mod:`dim_keras.mine_gan`), and
+    writes ``<output_dir>/mine_gan.png`` (KDE plots) and ``<output_dir>/mine_gan.json``.
+    """
+    steps: int = setting(10000, "Training iterations per model (the paper's 5,000; at this learning rate "
+                         "GAN+MINE's samples are still diffuse after 5,000).", minimum=1)
+    batch_size: int = setting(100, "Minibatch size (the paper's 100).", minimum=2)
+    beta: float = setting(1.0, "MINE weight of GAN+MINE (the paper's 1.0; the plain GAN is always beta = 0).",
+                          above=0.0)
+    learning_rate: float = setting(1e-3, "Adam learning rate of all three networks (the paper's 1e-4; at 1e-4 "
+                                   "neither model has formed modes after 5,000 steps on the CPU-sized networks).",
+                                   above=0.0)
+    generator_units: tuple = setting((128, 128), "Hidden layers of the generator (the paper's 500,500; 128,128 "
+                                     "for a CPU run in minutes).", element=int, minimum=1, min_items=1)
+    discriminator_units: tuple = setting((128, 128, 128), "Hidden layers of the discriminator (the paper's "
+                                         "400,400,400).", element=int, minimum=1, min_items=1)
+    statistics_units: tuple = setting((64, 64, 64), "Hidden layers of MINE's statistics network (the paper's "
+                                      "400,400,400; it scores K x K pairs, see --statistics_batch_size).", element=int,
+                                      minimum=1, min_items=1)
+    statistics_batch_size: int = setting(32, "The statistics network scores the K x K pairs of the first K "
+                                         "samples of each batch (K joint, K(K-1) marginal pairs; its cost is "
+                                         "quadratic in K); 0 = the whole batch.", minimum=0)
+    noise_dim: int = setting(10, "Dimensions of the noise eps (not given in the paper).", minimum=0)
+    code_dim: int = setting(3, "Dimensions of the code c of I(G([eps, c]); c) (not given in the paper).",
+                            minimum=1)
+    ema_decay: float = setting(0.99, "Decay of MINE's moving average of E[e^T] (bias-corrected gradient, "
+                               "Sec. 3.2; 0 = plain DV gradient).", minimum=0.0, below=1.0)
+    adaptive_clipping: bool = setting(True, "Clip the MI gradient to the GAN gradient's norm (the paper's "
+                                      "adaptive clipping).")
+    seeds: int = setting(3, "Seeds; each trains both models.", minimum=1)
+    seed: int = setting(0, "First random seed.")
+    eval_samples: int = setting(2500, "Generated samples the modes are counted on (VEEGAN's 2,500).", minimum=1)
+    min_count: int = setting(1, "High-quality samples a mode needs to count as covered (VEEGAN: at least one).",
+                             minimum=1)
+    strict_min_count: int = setting(20, "A second, stricter count of the covered modes, also reported.",
+                                    minimum=1)
+    jit_compile: bool = setting(False, "XLA-compile the training loop (off: measured 4-10x slower on CPU for "
+                                "these small networks).")
+    output_dir: str = setting("saved_models/mine_gan", "Where mine_gan.png and mine_gan.json go.",
+                              path="output_dir")
+    json: bool = setting(False, "Print the results as a JSON object on the last line.")
+
+    def check(self):
+        if self.statistics_batch_size == 1 or self.statistics_batch_size > self.batch_size:
+            raise UsageError(f"--statistics_batch_size={self.statistics_batch_size} must be 0 (the whole batch) "
+                             f"or from 2 to --batch_size={self.batch_size}")
+        if self.strict_min_count < self.min_count:
+            raise UsageError(f"--strict_min_count={self.strict_min_count} is less than --min_count={self.min_count}")
+
+
+@dataclasses.dataclass
+class BottleneckConfig:
+    """The information bottleneck with MINE, MINE Sec. 5.3, Table 3 (``apps/mine_bottleneck.py``,
+    ``dim_keras.runs.bottleneck``).
+
+    For every beta of ``--betas`` a stochastic encoder (``--noise``) is trained on ``H(Y|Z) + beta I_MINE(X; Z)``,
+    next to the deterministic baseline (no noise, cross-entropy only), over ``--seeds`` seeds; the test error and
+    the MINE estimate of I(X; Z) on the test split go to ``<output_dir>/mine_bottleneck.json`` and ``.png``.
+    """
+    dataset: str = setting("digits", "Digits to classify, as flat pixel vectors: digits (scikit-learn's 8x8, "
+                           "built in) or mnist (the paper's; files in --data_dir, or tfds).",
+                           choices=choices.BOTTLENECK_DATASETS)
+    data_dir: str = setting(None, "Where the dataset's files are (mnist).", path="input_dir")
+    betas: tuple = setting((0.0, 0.01, 0.1, 1.0), "IB weights beta of the stochastic encoder (0 = noise but no "
+                           "MI term; the paper's 1e-3 is tiny next to digits' MI estimates of ~1-2 nats).",
+                           element=float, minimum=0.0, min_items=1)
+    noise: str = setting("gaussian", "The stochastic encoder of Table 3: gaussian (z = mu(x) + sigma(x) eps, "
+                         "Alemi et al.'s), additive (z = enc(x + --sigma eps)) or propagated (z = enc([x, eps])).",
+                         choices=choices.BOTTLENECK_NOISES)
+    sigma: float = setting(0.3, "Input-noise std of --noise=additive (pixels are in [0, 1]).", above=0.0)
+    steps: int = setting(300, "Training steps per run (the paper: 200 epochs of MNIST, ~120k steps; 300 steps "
+                         "are ~21 epochs of digits' 1,438 training images).", minimum=1)
+    batch_size: int = setting(100, "Batch size (the paper's 100; the statistics network scores all B x B pairs).",
+                              minimum=2)
+    learning_rate: float = setting(1e-3, "Adam learning rate of the encoder and decoder (the paper's 1e-4, for "
+                                   "200 epochs).", above=0.0)
+    statistics_learning_rate: float = setting(1e-3, "Adam learning rate of the statistics network.", above=0.0)
+    statistics_steps: int = setting(1, "Updates of the statistics network per encoder update.", minimum=1)
+    ema_decay: float = setting(0.99, "Decay of MINE's moving average of E[e^T] (bias-corrected gradient, "
+                               "Sec. 3.2; 0 = plain DV gradient).", minimum=0.0, below=1.0)
+    representation_dim: int = setting(256, "Dimensions of Z (the paper's 256).", minimum=1)
+    hidden_units: tuple = setting((512, 512), "Hidden ReLU layers of the encoder (the paper's 1024,1024; "
+                                  "512,512 for a CPU run in minutes).", element=int, minimum=1, min_items=1)
+    statistics_units: tuple = setting((256,), "Hidden ELU layers of the statistics network T(x, z) (it scores "
+                                      "all B x B pairs, so a second layer costs B^2 x units^2 per step).",
+                                      element=int, minimum=1, min_items=1)
+    test_samples: int = setting(12, "Draws of z whose predictions are averaged for the test error (Alemi et "
+                                "al.'s 12).", minimum=1)
+    jit_compile: bool = setting(True, "XLA-compile the training step (one compilation per encoder kind, reused "
+                                "for every beta and seed).")
+    seeds: int = setting(3, "Runs per setting; the table and figure show mean +- std.", minimum=1)
+    seed: int = setting(0, "First random seed.")
+    output_dir: str = setting("saved_models/mine_bottleneck", "Where mine_bottleneck.json and "
+                              "mine_bottleneck.png go.", path="output_dir")
+    json: bool = setting(False, "Print the results as a JSON object on the last line.")
+
+    def check(self):
+        if self.noise == "none":
+            raise UsageError("--noise=none is the deterministic baseline, which always runs; choose a stochastic "
+                             "encoder: gaussian, additive or propagated")
+        if len(set(self.betas)) != len(self.betas):
+            raise UsageError(f"--betas lists a value twice: {','.join(map(str, self.betas))}")
 
 
 # ================================================================ ablation

@@ -287,6 +287,29 @@ def infonce_lower_bound(scores):
     return tf.math.log(candidates) + tf.reduce_mean(log_softmax_positive)
 
 
+def kpair_triplet_loss(scores):
+    """The multi-class K-pair ("k-plet" triplet) loss of a score tensor (Tschannen et al. 2020, Sec. 4 and
+    App. C; Sohn 2016, eq. 7)::
+
+        L = mean_{i, l} log(1 + sum_{j != i, l'} exp(T(i, j, l') - T(i, i, l)))
+
+    every anchor ``i`` (at location ``l``) against its positive and all its negatives, the candidates of
+    :func:`infonce_lower_bound`.  App. C rewrites I_NCE as exactly this loss subtracted from a constant:
+    ``infonce_lower_bound(scores) == log K - kpair_triplet_loss(scores)``, ``K = 1 + (B - 1) L`` (``log B``
+    for vector pairs), so maximising I_NCE is minimising a triplet loss, and with a separable critic
+    ``phi(x)^T phi(y)`` and one shared encoder it is Sohn's metric-learning loss.  Computed as
+    ``softplus(logsumexp_neg - positive)`` (no overflow for large score gaps).
+    """
+    scores = _as_scores(scores, "kpair_triplet_loss")
+    batch = tf.shape(scores)[0]
+    pos = positive_mask(scores)
+    positives = tf.transpose(tf.linalg.diag_part(tf.transpose(scores, [2, 0, 1])))  # [B, L] = T(i, i, l)
+    negatives = tf.reshape(scores, [batch, -1])
+    negatives = tf.where(tf.reshape(pos, [batch, -1]) > 0, tf.fill(tf.shape(negatives), -math.inf), negatives)
+    neg_lse = tf.reduce_logsumexp(negatives, axis=1, keepdims=True)  # [B, 1]: log sum_{j != i, l'} e^T
+    return tf.reduce_mean(tf.nn.softplus(neg_lse - positives))
+
+
 _BOUNDS = {
     "jsd": jsd_lower_bound,
     "dv": dv_lower_bound,

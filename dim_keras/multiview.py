@@ -90,8 +90,12 @@ def build_view_encoder(kind, dim, half_shape=None, seed=None, name=None):
       and a dense layer to 100 features;
     - ``realnvp`` (Sec. 3.1): 30 additive couplings whose shift MLPs have two hidden ReLU layers of 512
       units ("each of them computes the shift"): invertible and volume-preserving, so the true MI is
-      constant whatever the weights.
+      constant whatever the weights;
+    - ``residual_mlp`` (Sec. 3.1, "bias towards hard-to-invert encoders"): :class:`ResidualMLP`, four hidden
+      layers of the view's width with a skip connection each: the identity at zero weights.
     """
+    if kind == "residual_mlp":
+        return ResidualMLP(dim, name=name)
     if kind == "mlp":
         return keras.Sequential([layers.Input((dim,)), layers.Dense(300, activation="relu"),
                                  layers.Dense(300, activation="relu"), layers.Dense(100)], name=name)
@@ -102,7 +106,13 @@ def build_view_encoder(kind, dim, half_shape=None, seed=None, name=None):
             layers.Input((dim,)), layers.Reshape((*half_shape, 1)),
             layers.Conv2D(64, 5, strides=2, padding="same", activation="relu"),
             layers.Conv2D(128, 5, strides=2, padding="same", activation="relu"),
-            layers.LayerNormalization(), layers.GlobalAveragePooling2D(), layers.Dense(100)], name=name)
+            # Layer norm as in Ba et al. and the authors' notebook (mirl.ipynb: statistics over H, W and C,
+            # a scale and bias per channel); Keras's default axis=-1 would normalise each location on its own.
+            # The per-channel affine is left out: it commutes with the average pooling and is absorbed by the
+            # dense layer that follows, so the functions are the same (219,492 parameters on MNIST's 14x28
+            # halves: the paper's "220k").
+            layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False),
+            layers.GlobalAveragePooling2D(), layers.Dense(100)], name=name)
     if kind == "realnvp":
         from dim_keras.invertible import RealNVP
         model = RealNVP(dim, num_couplings=30, hidden_units=(512, 512), scale="none", seed=seed, name=name)
@@ -230,7 +240,107 @@ def embed(encoder, inputs, batch_size=512):
 def probe_accuracy(train_features, train_labels, test_features, test_labels, max_iter=1000):
     """The paper's linear evaluation: test accuracy of multinomial logistic regression trained on every
     training label (they use scikit-learn's SAGA; lbfgs on standardised features reaches the same optimum
-    of the same convex problem, faster at these sizes)."""
+    of the same convex problem, faster at these sizes).
+
+    BLAS runs single-threaded here: on a busy CPU OpenBLAS's spinning worker threads made this ~100-feature
+    fit take ~10 s instead of ~0.1 s (measured on the shared 2-core machine), and the experiments probe
+    every ``eval_every`` steps."""
+    from threadpoolctl import threadpool_limits
+
     from dim_keras.evaluation.probes import logistic_regression_accuracy
-    return logistic_regression_accuracy(train_features, train_labels, test_features, test_labels,
-                                        max_iter=max_iter)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return logistic_regression_accuracy(train_features, train_labels, test_features, test_labels,
+                                            max_iter=max_iter)
+
+
+# ------------------------------------------- Sec. 3.1, "bias towards hard-to-invert encoders" (Fig. 2)
+@keras.saving.register_keras_serializable(package="dim_keras")
+class ResidualMLP(keras.Model):
+    """Tschannen et al. Sec. 3.1: "an MLP architecture with 4 hidden layers of the same dimension as the input,
+    and with a skip connection added to each layer (hence by setting all weights to 0 the network becomes the
+    identity function)".
+
+    ``x <- x + relu(W_k x + b_k)`` for the ``hidden_layers`` hidden layers, then ``x <- x + W x + b`` for the
+    linear output layer, which has a skip connection too (the authors' notebook, mirl.ipynb: ``MLP([392] * 5,
+    shortcuts=True)``).  Kernels start at ``TruncatedNormal(kernel_stddev)`` (the notebook's 1e-4) and biases at
+    0, "initialized very close to the identity function"; the output has the input's width.
+    """
+
+    def __init__(self, dim, hidden_layers=4, kernel_stddev=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.hidden_layers, self.kernel_stddev = int(dim), int(hidden_layers), float(kernel_stddev)
+        self.residual_layers = [
+            layers.Dense(self.dim, activation="relu" if k < self.hidden_layers else None,
+                         kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.kernel_stddev),
+                         bias_initializer="zeros", name=f"residual_{k}")
+            for k in range(self.hidden_layers + 1)]
+
+    def build(self, input_shape=None):
+        for layer in self.residual_layers:
+            if not layer.built:
+                layer.build((None, self.dim))
+        self.built = True
+
+    def call(self, x, training=False):
+        for layer in self.residual_layers:
+            x = x + layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {"name": self.name, "dim": self.dim, "hidden_layers": self.hidden_layers,
+                "kernel_stddev": self.kernel_stddev}
+
+
+@keras.saving.register_keras_serializable(package="dim_keras")
+class CoupledNoiseTwoViewInfoMax(TwoViewInfoMax):
+    """:class:`TwoViewInfoMax` on views corrupted "in a coupled way by adding to each the same [...] random
+    vector, whose coordinates are sampled [...] from a normal with standard deviation 0.05" (Tschannen et al.
+    Sec. 3.1), so that the data's support is the whole input space and a non-invertible encoder loses MI.
+
+    A fresh noise vector per example and step, in ``train_step`` and ``test_step`` alike (the notebook draws
+    it in the graph); the two views must have the same width.
+    """
+
+    def __init__(self, encoder_top, encoder_bottom, critic, estimator="infonce", target_mi=None, noise_std=0.05,
+                 seed=None, **kwargs):
+        super().__init__(encoder_top, encoder_bottom, critic, estimator=estimator, target_mi=target_mi, **kwargs)
+        self.noise_std = float(noise_std)
+        self.seed = seed
+        self.noise_seed = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        top_shape, bottom_shape = input_shape
+        if top_shape[-1] != bottom_shape[-1]:
+            raise ValueError(f"coupled noise needs views of the same width, got {top_shape} and {bottom_shape}")
+        super().build(input_shape)
+
+    def _views(self, data):
+        top, bottom = TwoViewInfoMax._views(data)
+        noise = self.noise_std * keras.random.normal(ops.shape(top), seed=self.noise_seed)
+        return top + noise, bottom + noise
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(noise_std=self.noise_std, seed=self.seed)
+        return config
+
+
+def jacobian_condition_numbers(function, inputs):
+    """``sigma_max / sigma_min`` of the Jacobian of ``function`` ([N, D] -> [N, D']) at each row of ``inputs``
+    (Tschannen et al. Sec. 3.1, Fig. 2c: "the ratio between the largest and the smallest singular value"), as
+    float64 numpy [N]; ``inf`` where the smallest singular value is 0.
+
+    The Jacobians come from ``tf.GradientTape.batch_jacobian`` and the singular values from
+    ``tf.linalg.svd`` in float64 (so that a well-conditioned float32 map reads exactly).
+    """
+    x = tf.convert_to_tensor(np.asarray(inputs, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = function(x)
+    jacobians = tf.cast(tape.batch_jacobian(y, x), tf.float64)  # [N, D', D]
+    singular_values = tf.linalg.svd(jacobians, compute_uv=False).numpy()  # descending
+    with np.errstate(divide="ignore"):
+        return singular_values[:, 0] / singular_values[:, -1]

@@ -265,3 +265,40 @@ def invariance_experiment(functions=("identity", "cube", "sin"), sigmas=(0.1,), 
         log(f"{name}: " + ", ".join(f"sigma={s:g}: {e:.3f} (numerical MI {t:.3f})"
                                     for s, e, t in zip(sigmas, estimates, true)))
     return {"sigmas": list(sigmas), "estimator": estimator, "functions": out}
+
+
+# ---- Tschannen et al. (ICLR 2020), Sec. 4 and App. E: non-i.i.d. negatives -------------
+
+# App. E: (X, Y) = Z + e with Z ~ N(0, SIGMA_Z) and e ~ N(0, SIGMA_E), both two-dimensional.
+APP_E_SIGMA_Z = ((1.0, -0.5), (-0.5, 1.0))
+APP_E_SIGMA_E = ((1.0, 0.9), (0.9, 1.0))
+
+
+def gaussian_pair_mi(covariance):
+    """``I(X; Y)`` (nats) of a jointly Gaussian scalar pair with 2x2 ``covariance`` (App. E):
+    ``-1/2 log(1 - S12^2 / (S11 S22))``."""
+    (s11, s12), (s21, s22) = covariance
+    if s11 <= 0 or s22 <= 0 or s12 * s21 >= s11 * s22:
+        raise ValueError(f"not a positive definite 2x2 covariance: {covariance}")
+    return -0.5 * math.log(1.0 - s12 * s21 / (s11 * s22))
+
+
+def _cholesky_2x2(covariance):
+    (s11, s12), (_, s22) = covariance
+    l11 = math.sqrt(s11)
+    l21 = s12 / l11
+    return tf.constant([[l11, 0.0], [l21, math.sqrt(s22 - l21 * l21)]], tf.float32)
+
+
+def sample_shared_offset_pairs(batch_size, seed, shared=True, sigma_z=APP_E_SIGMA_Z, sigma_e=APP_E_SIGMA_E):
+    """A batch ``(x, y)``, each ``[batch_size, 1]``, of ``(X_i, Y_i) = Z + e_i`` (App. E).
+
+    ``e_i ~ N(0, sigma_e)`` is drawn for every element; ``Z ~ N(0, sigma_z)`` once per batch with
+    ``shared=True`` (the non-i.i.d. batches: every pair has the joint ``N(0, sigma_z + sigma_e)`` but the
+    pairs of a batch are dependent) or once per element with ``shared=False`` (i.i.d. pairs from the same
+    joint, the baseline).  Works inside ``tf.function`` (``seed`` is a ``keras.random.SeedGenerator``).
+    """
+    z = keras.random.normal((1 if shared else batch_size, 2), seed=seed) @ tf.transpose(_cholesky_2x2(sigma_z))
+    e = keras.random.normal((batch_size, 2), seed=seed) @ tf.transpose(_cholesky_2x2(sigma_e))
+    xy = z + e
+    return xy[:, :1], xy[:, 1:]

@@ -274,3 +274,27 @@ def free_ports(count):
 # a mistake reported this way was found before TensorFlow would have started (no start-up cost or noise).
 WITHOUT_TENSORFLOW = ("import runpy, sys; sys.modules['tensorflow'] = sys.modules['keras'] = None; "
                       "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def idx_bytes(array):
+    """``array`` (uint8) in the idx format of the MNIST files: 0, 0, 0x08 (unsigned byte), the number of
+    dimensions, one big-endian uint32 per dimension, then the bytes row-major."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    return struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_mnist(directory, rng, n_train=5, n_test=3, gzipped=False):
+    """The four official MNIST files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+    t10k-labels-idx1-ubyte; with ``.gz`` when ``gzipped``) in ``directory``. Returns (images, labels) keyed "train"
+    and "test": images uint8 [N, 28, 28] (gray), labels int64 [N] in 0..9."""
+    import gzip
+
+    images, labels = {}, {}
+    for split, prefix, count in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images[split] = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels[split] = rng.integers(0, 10, size=count).astype(np.int64)
+        for kind, array in (("images-idx3", images[split]), ("labels-idx1", labels[split])):
+            data = idx_bytes(array)
+            path = Path(directory) / f"{prefix}-{kind}-ubyte{'.gz' if gzipped else ''}"
+            path.write_bytes(gzip.compress(data) if gzipped else data)
+    return images, labels

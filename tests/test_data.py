@@ -31,14 +31,14 @@ def assert_one_line(error_info):
 
 
 def test_unknown_dataset_and_split_are_data_errors():
-    with pytest.raises(DataError, match="unknown dataset 'mnist'; choose one of: digits, cifar10") as info:
-        load_split("mnist", "train")
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'; choose one of: digits, cifar10") as info:
+        load_split("imagenet", "train")
     assert_one_line(info)
     with pytest.raises(DataError, match="unknown split 'valid'") as info:
         load_split("digits", "valid")
     assert_one_line(info)
     with pytest.raises(DataError, match="unknown dataset"):
-        dataset_defaults("mnist")
+        dataset_defaults("imagenet")
     assert issubclass(DataError, ValueError)
 
 
@@ -80,7 +80,7 @@ def test_dataset_defaults_follow_the_paper():
     assert dataset_defaults("tiny_imagenet")["num_classes"] == 200
     assert dataset_defaults("celeb_a")["label_kind"] == "attributes"
     assert dataset_defaults("folder")["image_size"] is None
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder"}
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist"}
     assert all(dataset_defaults(name)["pretrain_flip"] is False for name in DATASETS if name != "stl10")
 
 

@@ -1,7 +1,8 @@
 """`load_split`: one entry point over the datasets of Deep InfoMax's experiments (Hjelm et al., 2019, Sec. 4).
 
 Every dataset loads from its official on-disk files when data_dir holds them, otherwise (cifar10, cifar100,
-stl10, celeb_a) from a prepared tensorflow-datasets copy; `digits` ships with scikit-learn and needs nothing.
+stl10, celeb_a, mnist) from a prepared tensorflow-datasets copy; `digits` ships with scikit-learn and needs nothing.
+(`mnist` is not in DIM's paper: it is the dataset of Tschannen et al., ICLR 2020, `apps/mi_lab.py`.)
 """
 
 import dataclasses
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dim_keras.data import celeba, cifar, digits, folder, stl10, tiny_imagenet
+from dim_keras.data import celeba, cifar, digits, folder, mnist, stl10, tiny_imagenet
 from dim_keras.errors import DataError
 from dim_keras.data.images import fit_image
 from dim_keras.data.tfds_source import class_example, load_tfds_arrays
@@ -58,6 +59,7 @@ _DEFAULTS = {
     "tiny_imagenet": dict(image_size=64, loaded_size=64, num_classes=200, label_kind="class"),
     "celeb_a": dict(image_size=64, loaded_size=64, num_classes=40, label_kind="attributes"),
     "folder": dict(image_size=None, loaded_size=None, num_classes=None, label_kind="class"),
+    "mnist": dict(image_size=28, loaded_size=28, num_classes=10, label_kind="class"),
 }
 
 
@@ -186,6 +188,23 @@ def _load_folder(split, data_dir, download, image_size):
     return folder.load_folder(split, data_dir, image_size)
 
 
+def _mnist_example(example):
+    return tf.image.grayscale_to_rgb(example["image"]), example["label"]
+
+
+def _load_mnist(split, data_dir, download, image_size):
+    folder_path = mnist.find_mnist_folder(data_dir)
+    if folder_path is not None:
+        return mnist.load_mnist(split, folder_path)
+    files = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+             "(each plain or .gz)")
+    tfds_split = "test" if split == "test" else "train"
+    images, labels = load_tfds_arrays(
+        "mnist", tfds_split, data_dir, download, _missing("mnist", files, data_dir, "mnist"), _mnist_example
+    )
+    return images, labels.astype(np.int64), list(mnist.MNIST_CLASS_NAMES)
+
+
 _LOADERS = {
     "digits": _load_digits,
     "cifar10": _cifar_loader("cifar10"),
@@ -194,6 +213,7 @@ _LOADERS = {
     "tiny_imagenet": _load_tiny_imagenet,
     "celeb_a": _load_celeba,
     "folder": _load_folder,
+    "mnist": _load_mnist,
 }
 
 

@@ -116,6 +116,12 @@ def final(runs, key):
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
 
 
+def clearly_above(high, low):
+    """Whether ``high["mean"]`` exceeds ``low["mean"]`` by more than the larger of their ``"std"`` (two
+    :func:`final`-style summaries): a change larger than the spread over seeds, for the claims' verdicts."""
+    return high["mean"] - low["mean"] > max(high["std"], low["std"])
+
+
 def pyplot():
     import matplotlib
     matplotlib.use("Agg")
