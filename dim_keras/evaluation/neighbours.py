@@ -10,14 +10,10 @@ module follows the figure's caption, and `query_indices` works on any split.)
 
 import os
 
-import matplotlib
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
-matplotlib.use("Agg")  # files only: no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.neighbors import NearestNeighbors  # noqa: E402
-
-from dim_keras import io  # noqa: E402
+from dim_keras import figures
 
 
 def nearest_neighbours(query_features, gallery_features, k=4, metric="l1"):
@@ -75,28 +71,23 @@ def save_neighbour_grid(path, query_images, neighbour_images, row_titles=None,
     if neighbour_images.ndim != 5 or len(neighbour_images) != len(query_images):
         raise ValueError("neighbour_images must be [Q, k, H, W, C] with one row per query")
     rows, k = neighbour_images.shape[:2]
-    figure, axes = plt.subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.2 * rows + 0.3),
-                                squeeze=False)
-    for row in range(rows):
-        panels = [query_images[row]] + list(neighbour_images[row])
-        for column, image in enumerate(panels):
-            axis = axes[row, column]
-            axis.imshow(_as_displayable(image), interpolation="nearest")
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if column == 0 and row_titles is not None:
-                axis.set_ylabel(str(row_titles[row]), fontsize=7)
-            if column > 0 and neighbour_distances is not None:
-                axis.set_xlabel(f"{neighbour_distances[row][column - 1]:.3g}", fontsize=6)
-    axes[0, 0].set_title("query", fontsize=8)
-    for column in range(1, k + 1):
-        axes[0, column].set_title(f"#{column}", fontsize=8)
-    figure.tight_layout()
-    try:
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png", dpi=dpi)
-    finally:
-        plt.close(figure)
+    figure, axes = figures.pyplot().subplots(rows, k + 1, figsize=(1.2 * (k + 1), 1.2 * rows + 0.3),
+                                             squeeze=False)
+    with figures.drawing(figure, path, dpi=dpi):
+        for row in range(rows):
+            panels = [query_images[row]] + list(neighbour_images[row])
+            for column, image in enumerate(panels):
+                axis = axes[row, column]
+                axis.imshow(_as_displayable(image), interpolation="nearest")
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if column == 0 and row_titles is not None:
+                    axis.set_ylabel(str(row_titles[row]), fontsize=7)
+                if column > 0 and neighbour_distances is not None:
+                    axis.set_xlabel(f"{neighbour_distances[row][column - 1]:.3g}", fontsize=6)
+        axes[0, 0].set_title("query", fontsize=8)
+        for column in range(1, k + 1):
+            axes[0, column].set_title(f"#{column}", fontsize=8)
     return path
 
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 
-from dim_keras import io
+from dim_keras import figures, io
 from dim_keras.config import to_dict, validate
 
 DETERMINISTIC = "deterministic"
@@ -105,10 +105,6 @@ def plot(result, path):
     """Left: test error against beta; right: MINE's test estimate of I(X; Z) and the lower bound H(Y) - CE on
     I(Z; Y) <= I(X; Z).  Log x axis; beta = 0 and the deterministic baseline as horizontal lines; mean +- std
     over seeds and dots for the seeds.  Written atomically to ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["results"]
     positive = [row for row in rows.values() if row["noise"] != "none" and row["beta"] > 0]
     lines = [(DETERMINISTIC, "k", "deterministic"), ("beta=0", "tab:gray", f"{result['noise']} noise, beta = 0")]
@@ -117,8 +113,8 @@ def plot(result, path):
         ("nats (test split)", [("test_mi", 1.0, "o-", "MINE estimate of I(X; Z)"),
                                ("label_information", 1.0, "s--", "H(Y) - CE <= I(Z; Y) <= I(X; Z)")]),
     ]
-    figure, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
-    try:
+    figure, axes = figures.pyplot().subplots(1, 2, figsize=(10.5, 3.9))
+    with figures.drawing(figure, path, dpi=90):
         for axis, (ylabel, series) in zip(axes, panels):
             for key, scale, style, label in series:
                 color = "tab:blue" if key != "label_information" else "tab:green"
@@ -145,11 +141,6 @@ def plot(result, path):
             axis.legend(fontsize=7)
         figure.suptitle(f"MINE information bottleneck on {result['dataset']}: {result['seeds']} seeds, "
                         f"{result['steps']} steps (mean +- std)", fontsize=10)
-        figure.tight_layout()
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=90)
-    finally:
-        plt.close(figure)
 
 
 def bottleneck(config, log=print):

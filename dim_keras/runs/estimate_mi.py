@@ -7,7 +7,7 @@ dimensions x seeds, estimate vs true MI with error bars) and ``--experiment=inva
 Fig. 2 (``Y = f(X) + sigma eps`` for several f).
 """
 
-from dim_keras import choices, io
+from dim_keras import choices, figures, io
 from dim_keras.config import validate
 
 
@@ -24,16 +24,13 @@ def plot_estimates(config, log=print):
 
     Returns ``{estimator: [estimate per rho]}``.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from dim_keras.simulation import gaussian_mi
 
     rhos = list(config.rhos)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    try:
+    figure, axis = figures.pyplot().subplots(figsize=(6, 4))
+    with figures.drawing(figure, config.plot, dpi=120):
         dense = np.linspace(min(rhos), max(rhos), 100)
         axis.plot(dense, [gaussian_mi(r, config.dim) for r in dense], "k--", label="true MI")
         estimates = {}
@@ -46,31 +43,13 @@ def plot_estimates(config, log=print):
         axis.set_ylabel("nats")
         axis.set_title(f"MI estimates, d={config.dim}, batch {config.batch_size}, {config.critic} critic")
         axis.legend()
-        figure.tight_layout()
-        with io.atomic_path(config.plot) as tmp:
-            figure.savefig(tmp, dpi=120)
-    finally:
-        plt.close(figure)
     return estimates
-
-
-def _save(figure, path):
-    with io.atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=80)
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def plot_sweep(result, path):
     """MINE Fig. 1 style: estimate (mean +- std over seeds) vs true MI, one line per estimator."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 4))
-    try:
+    figure, axis = figures.pyplot().subplots(figsize=(6, 4))
+    with figures.drawing(figure, path, dpi=80):
         true = result["true_mi"]
         axis.plot(true, true, "k--", label="true MI")
         for name, row in result["estimators"].items():
@@ -82,17 +61,12 @@ def plot_sweep(result, path):
         axis.set_title(f"rho={result['rho']}, {result['seeds']} seeds, batch {result['batch_size']}, "
                        f"{result['steps']} steps", fontsize=9)
         axis.legend(fontsize=7)
-        figure.tight_layout()
-        _save(figure, path)
-    finally:
-        plt.close(figure)
 
 
 def plot_invariance(result, path):
     """MINE Fig. 2 style: the estimate per f against sigma, with the numerical MI dashed."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 4))
-    try:
+    figure, axis = figures.pyplot().subplots(figsize=(6, 4))
+    with figures.drawing(figure, path, dpi=80):
         sigmas = result["sigmas"]
         for name, row in result["functions"].items():
             line, = axis.plot(sigmas, row["estimates"], "o-", label=f"{name} (estimate)")
@@ -102,10 +76,6 @@ def plot_invariance(result, path):
         axis.set_ylabel("nats")
         axis.set_title(f"I(X; f(X) + sigma eps), X ~ U(-1, 1), {result['estimator']}", fontsize=9)
         axis.legend(fontsize=7)
-        figure.tight_layout()
-        _save(figure, path)
-    finally:
-        plt.close(figure)
 
 
 def _common(config):

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dim_keras import io
+from dim_keras import figures, io
 from dim_keras.config import validate
 from dim_keras.errors import UsageError
 from dim_keras.generation import NSGANCP, WGANGP, ImplicitPriorGenerator, build_networks, build_scalar_discriminator
@@ -118,30 +118,20 @@ def save_png(path, picture):
 def save_histogram(path, encoded_real, encoded_fake, epoch, targets):
     """Writes the histograms of E's outputs on real and generated images, with the target densities
     N(mu, 1) of ``targets`` (none for the GAN baselines), as a PNG, atomically (Fig. 15)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    low = min(encoded_real.min(), encoded_fake.min())
-    high = max(encoded_real.max(), encoded_fake.max())
-    if targets:
-        low, high = min(low, min(targets) - 3), max(high, max(targets) + 3)
-    bins = np.linspace(low, high, 60)
-    axis.hist(encoded_real, bins=bins, alpha=0.6, density=True, label="E(x), real")
-    axis.hist(encoded_fake, bins=bins, alpha=0.6, density=True, label="E(G(z)), generated")
-    grid = np.linspace(low, high, 300)
-    for mean, name in zip(targets, ("N(mu_P, 1)", "N(mu_Q, 1)")):
-        axis.plot(grid, np.exp(-0.5 * (grid - mean) ** 2) / np.sqrt(2 * np.pi), "--", label=name)
-    axis.set_title(f"encoder output, epoch {epoch}")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    try:
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=80)
-    finally:
-        plt.close(figure)
+    figure, axis = figures.pyplot().subplots(figsize=(6, 3.5))
+    with figures.drawing(figure, path, dpi=80):
+        low = min(encoded_real.min(), encoded_fake.min())
+        high = max(encoded_real.max(), encoded_fake.max())
+        if targets:
+            low, high = min(low, min(targets) - 3), max(high, max(targets) + 3)
+        bins = np.linspace(low, high, 60)
+        axis.hist(encoded_real, bins=bins, alpha=0.6, density=True, label="E(x), real")
+        axis.hist(encoded_fake, bins=bins, alpha=0.6, density=True, label="E(G(z)), generated")
+        grid = np.linspace(low, high, 300)
+        for mean, name in zip(targets, ("N(mu_P, 1)", "N(mu_Q, 1)")):
+            axis.plot(grid, np.exp(-0.5 * (grid - mean) ** 2) / np.sqrt(2 * np.pi), "--", label=name)
+        axis.set_title(f"encoder output, epoch {epoch}")
+        axis.legend(fontsize=8)
 
 
 class QualityMonitor(keras.callbacks.Callback):

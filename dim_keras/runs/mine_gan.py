@@ -11,7 +11,7 @@ import math
 import os
 import time
 
-from dim_keras import io
+from dim_keras import figures, io
 from dim_keras.config import to_dict, validate
 
 MODELS = ("gan", "gan_mine")
@@ -87,13 +87,10 @@ def kde_grid(samples, bandwidth=0.1, limit=6.0, resolution=120):
 
 def plot_kde(rows, path, data_samples):
     """MINE Fig. 4 style: one row per seed, columns data / GAN / GAN+MINE (KDE plots), written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.colors as colors
-    import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
-    try:
+    figure, axes = figures.pyplot().subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    with figures.drawing(figure, path, dpi=80):
         data_kde = kde_grid(data_samples)
         for row, (seed, samples, measures) in zip(axes, rows):
             panels = [("data (25 Gaussians)", data_kde)] + [
@@ -107,11 +104,6 @@ def plot_kde(rows, path, data_samples):
                 axis.set_xticks([-4, -2, 0, 2, 4])
                 axis.set_yticks([-4, -2, 0, 2, 4])
                 axis.set_title(title, fontsize=8)
-        figure.tight_layout()
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=80)
-    finally:
-        plt.close(figure)
 
 
 def mine_gan(config, log=print):

@@ -8,7 +8,7 @@ model); an experiment compares labelled groups of runs (one run per seed).
 
 import numpy as np
 
-from dim_keras import io
+from dim_keras import figures, io
 
 
 def steps_and_interval(config, default_steps):
@@ -122,22 +122,14 @@ def clearly_above(high, low):
     return high["mean"] - low["mean"] > max(high["std"], low["std"])
 
 
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_curves(groups, panels, path, title, baseline=None):
     """One panel per ``(key, y label)`` of ``panels``: mean +- std over each group's runs against the step.
 
     ``groups`` is ``{label: [run, ...]}``; ``baseline`` (an accuracy) is drawn as a dashed line on the
     ``accuracy`` panel.  Written atomically to ``path`` (PNG).
     """
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    try:
+    figure, axes = figures.pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    with figures.drawing(figure, path, dpi=90):
         for axis, (key, label) in zip(axes[0], panels):
             for name, runs in groups.items():
                 steps, mean, std = mean_and_std(runs, key)
@@ -150,11 +142,6 @@ def plot_curves(groups, panels, path, title, baseline=None):
             axis.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=7)
         figure.suptitle(title, fontsize=10)
-        figure.tight_layout()
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=90)
-    finally:
-        plt.close(figure)
 
 
 def output_paths(config):

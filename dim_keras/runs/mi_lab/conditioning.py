@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from dim_keras import figures
 from dim_keras.runs.mi_lab import common
 
 # Steps per run on a CPU (the paper: 21k steps with 21 evaluations, 20 runs).  The residual MLP on digits'
@@ -138,11 +139,10 @@ def pooled_percentiles(runs):
 def plot_conditioning(runs, baseline, path, title):
     """Fig. 2 (and App. F Fig. 5): test I_EST, accuracy (with the noisy-pixel baseline), and per estimator the
     percentile bands of the log condition number; written atomically to ``path``."""
-    from dim_keras import io
-    plt = common.pyplot()
+    plt = figures.pyplot()
     figure, axes = plt.subplots(1, 2 + len(runs), figsize=(4.5 * (2 + len(runs)), 3.6), squeeze=False)
     axes = axes[0]
-    try:
+    with figures.drawing(figure, path, dpi=90):
         for axis, key, ylabel in ((axes[0], "test_mi", "test I_EST (nats), noisy views"),
                                   (axes[1], "accuracy", "test accuracy (linear probe), noisy")):
             for label, label_runs in runs.items():
@@ -170,11 +170,6 @@ def plot_conditioning(runs, baseline, path, title):
             axis.grid(alpha=0.3)
             axis.legend(fontsize=6, loc="upper left")
         figure.suptitle(title, fontsize=10)
-        figure.tight_layout()
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=90)
-    finally:
-        plt.close(figure)
 
 
 def run(config, log=print):

@@ -16,6 +16,7 @@ the best constant shift).
 
 import numpy as np
 
+from dim_keras import figures
 from dim_keras.runs.mi_lab import common
 
 # Steps per run, sized for ~4 minutes on a shared CPU (the paper trains 21k steps with 21 evaluations, 20 runs
@@ -127,11 +128,10 @@ def plot_grid(grid, path, title):
     [(y, label)], "styles": {label: plot kwargs}, "dotted": key}``: mean +- std over each group's runs against
     the step, and (``dotted``) the mean of a second key as a dotted line of the same colour; written
     atomically to ``path``."""
-    from dim_keras import io
-    plt = common.pyplot()
+    plt = figures.pyplot()
     rows, cols = len(grid), max(len(row) for row in grid)
     figure, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.5 * rows), squeeze=False)
-    try:
+    with figures.drawing(figure, path, dpi=90):
         for r, row in enumerate(grid):
             for c in range(cols):
                 axis = axes[r][c]
@@ -157,11 +157,6 @@ def plot_grid(grid, path, title):
                 axis.grid(alpha=0.3)
                 axis.legend(fontsize=7)
         figure.suptitle(title, fontsize=10)
-        figure.tight_layout()
-        with io.atomic_path(path) as tmp:
-            figure.savefig(tmp, dpi=90)
-    finally:
-        plt.close(figure)
 
 
 def estimator_name(estimator):
