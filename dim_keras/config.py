@@ -470,6 +470,16 @@ class EstimateMIConfig:
 
 
 # ================================================================ MI lab
+def check_evaluation_interval(steps, eval_every):
+    """Raises :class:`UsageError` unless ``eval_every`` divides ``steps``: a run trains ``steps / eval_every``
+    evaluation periods, so any other pair would train a different number of steps than it reports."""
+    if eval_every > steps:
+        raise UsageError(f"--eval_every={eval_every} is more than --steps={steps}")
+    if steps % eval_every:
+        raise UsageError(f"--eval_every={eval_every} must divide --steps={steps} (the run evaluates every "
+                         f"--eval_every steps and stops at --steps)")
+
+
 @dataclasses.dataclass
 class MILabConfig:
     """Tschannen et al. (ICLR 2020), one experiment per sub-command (``apps/mi_lab.py``, ``dim_keras.runs.mi_lab``).
@@ -537,7 +547,7 @@ class MILabConfig:
     def check(self):
         if self.experiment is None:
             raise UsageError(f"name an experiment: one of {', '.join(choices.MI_LAB_EXPERIMENTS)}")
-        for name in ("critics", "targets", "encoders"):
+        for name in ("estimators", "critics", "targets", "encoders"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
@@ -545,8 +555,12 @@ class MILabConfig:
                 and max(self.targets) >= math.log(self.batch_size)):
             raise UsageError(f"--targets={max(self.targets):g} is out of reach of I_NCE, which is at most "
                              f"log(--batch_size) = {math.log(self.batch_size):.2f} nats")
-        if self.steps is not None and self.eval_every is not None and self.eval_every > self.steps:
-            raise UsageError(f"--eval_every={self.eval_every} is more than --steps={self.steps}")
+        if (self.experiment in ("target_mi", "encoders") and "jsd" in self.estimators
+                and max(self.targets) >= 2 * math.log(2)):
+            raise UsageError(f"--targets={max(self.targets):g} is out of reach of the JSD bound, which is at most "
+                             f"2 log 2 = {2 * math.log(2):.2f} nats")
+        if self.steps is not None and self.eval_every is not None:
+            check_evaluation_interval(self.steps, self.eval_every)
 
 
 @dataclasses.dataclass

@@ -356,9 +356,12 @@ def build_mine_gan(beta=1.0, noise_dim=10, code_dim=3, generator_units=(500, 500
                    discriminator_units=(400, 400, 400), statistics_units=(400, 400, 400), ema_decay=0.99,
                    adaptive_clipping=True, statistics_batch_size=None, seed=None):
     """A :class:`MineGAN` with the networks above (no statistics network when ``beta == 0``), not compiled."""
+    # The generator and discriminator are built first, so that under keras.utils.set_random_seed the plain GAN
+    # and GAN+MINE of one seed start from the same weights (each unseeded initializer draws its seed when built).
+    generator = build_generator(noise_dim, code_dim, generator_units)
+    discriminator = build_discriminator(hidden_units=discriminator_units)
     statistics = (build_statistics_network(statistics_units, code_dim=code_dim) if beta > 0 else None)
-    return MineGAN(build_generator(noise_dim, code_dim, generator_units),
-                   build_discriminator(hidden_units=discriminator_units), statistics, noise_dim=noise_dim,
+    return MineGAN(generator, discriminator, statistics, noise_dim=noise_dim,
                    code_dim=code_dim, beta=beta, ema_decay=ema_decay, adaptive_clipping=adaptive_clipping,
                    statistics_batch_size=statistics_batch_size, seed=seed)
 
@@ -376,7 +379,9 @@ def fit_steps(model, data, steps, batch_size=100, steps_per_call=250, jit_compil
     """
     data = tf.constant(np.asarray(data, dtype=np.float32))
     count = int(data.shape[0])
-    seed_generator = keras.random.SeedGenerator(seed)
+    # Another stream than the model's prior noise (MineGAN's SeedGenerator(seed)): the same seed would reuse
+    # its stateless keys for the minibatch indices.
+    seed_generator = keras.random.SeedGenerator(seed + 1_000_003)
 
     @tf.function(jit_compile=jit_compile)
     def run(n):

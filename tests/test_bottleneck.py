@@ -258,7 +258,9 @@ def test_app_end_to_end_writes_json_and_png(tmp_path):
     assert deterministic["noise"] == "none" and deterministic["beta"] == 0.0
     for row in payload["results"].values():
         assert set(row) >= {"noise", "beta", "test_error", "test_mi", "label_information", "runs"}
-        assert len(row["test_error"]["values"]) == 2 and 0.0 <= row["test_error"]["mean"] <= 1.0
+        errors = np.array(row["test_error"]["values"]) * 359  # fractions of the 359 test digits
+        assert len(errors) == 2 and np.allclose(errors, np.round(errors), atol=1e-6)
+        assert row["test_error"]["mean"] == pytest.approx(np.mean(row["test_error"]["values"]))
     assert any(line.startswith("| beta=0.5 |") for line in lines)
     with open(out / "mine_bottleneck.png", "rb") as stream:
         assert stream.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -90,6 +90,9 @@ def test_saved_model_round_trips(tmp_path):
     (["critics", "extra"], "unexpected arguments: extra"),
     (["critics", "--dataset=cifar10"], "--dataset: unknown value 'cifar10'"),
     (["critics", "--steps=10", "--eval_every=20"], "--eval_every=20 is more than --steps=10"),
+    (["critics", "--steps=10", "--eval_every=3"], "--eval_every=3 must divide --steps=10"),
+    (["critics", "--estimators=nwj,nwj"], "--estimators lists a value twice"),
+    (["target_mi", "--estimators=jsd", "--targets=1,2"], "--targets=2 is out of reach of the JSD bound"),
     (["critics", "--data_dir={tmp}/missing"], "--data_dir"),
 ])
 def test_bad_input_is_one_line_before_tensorflow(tmp_path, args, message):

@@ -11,8 +11,11 @@ import math
 import os
 import time
 
+import numpy as np
+
 from dim_keras import figures, io
 from dim_keras.config import to_dict, validate
+from dim_keras.errors import TrainingDiverged
 
 MODELS = ("gan", "gan_mine")
 TITLES = {"gan": "GAN", "gan_mine": "GAN+MINE"}
@@ -50,6 +53,9 @@ def train_and_measure(config, beta, seed, log=print):
                               jit_compile=config.jit_compile, seed=seed)
     seconds = time.time() - start
     samples = model.generate(config.eval_samples)
+    if not np.all(np.isfinite(samples)):  # else every sample would count as collapsed onto mode 0
+        raise TrainingDiverged(f"{'GAN+MINE' if beta > 0 else 'GAN'} (seed {seed}) diverged: its samples are not "
+                               f"finite after {config.steps} steps (try a lower --learning_rate)")
     coverage = mine_gan.mode_coverage(samples, min_count=config.min_count)
     strict = sum(count >= config.strict_min_count for count in coverage["counts"])
     measures = {

@@ -9,12 +9,22 @@ model); an experiment compares labelled groups of runs (one run per seed).
 import numpy as np
 
 from dim_keras import figures, io
+from dim_keras.errors import TrainingDiverged
 
 
 def steps_and_interval(config, default_steps):
-    """``(steps, eval_every)``: the flags, or the experiment's default steps and a tenth of them."""
+    """``(steps, eval_every)``: the flags, or the experiment's default steps and a tenth of them.
+
+    Raises :class:`UsageError` when ``eval_every`` does not divide the steps (one flag given, the other the
+    experiment's default; :class:`dim_keras.config.MILabConfig` checks the pair when both are given).
+    """
+    from dim_keras.config import check_evaluation_interval
     steps = config.steps or default_steps
-    return steps, config.eval_every or max(1, steps // 10)
+    eval_every = config.eval_every or max(1, steps // 10)
+    if config.eval_every is None and steps % eval_every:
+        eval_every = next(k for k in range(eval_every, 0, -1) if steps % k == 0)  # about ten evaluations
+    check_evaluation_interval(steps, eval_every)
+    return steps, eval_every
 
 
 def open_views(config):
@@ -65,8 +75,12 @@ def _tracker_class():
             encoder = self.representation or self.model.encoder_top
             dataset, steps = self._test_dataset()
             logs = self.model.evaluate(dataset, steps=steps, verbose=0, return_dict=True)
-            accuracy = probe_accuracy(embed(encoder, self.train.top[self.chosen]), self.train.labels[self.chosen],
-                                      embed(encoder, self.test.top), self.test.labels)
+            train_features, test_features = embed(encoder, self.train.top[self.chosen]), embed(encoder, self.test.top)
+            if not (np.all(np.isfinite(train_features)) and np.all(np.isfinite(test_features))):
+                raise TrainingDiverged(f"the encoder's features are not finite at step {step} (try a lower "
+                                       f"--learning_rate)")
+            accuracy = probe_accuracy(train_features, self.train.labels[self.chosen], test_features,
+                                      self.test.labels)
             row = {"step": int(step), "train_mi": None if train_mi is None else float(train_mi),
                    "test_mi": float(logs["mi_estimate"]), "accuracy": float(accuracy)}
             self.rows.append(row)
