@@ -547,6 +547,10 @@ class MILabConfig:
     def check(self):
         if self.experiment is None:
             raise UsageError(f"name an experiment: one of {', '.join(choices.MI_LAB_EXPERIMENTS)}")
+        if self.data_dir is not None and self.dataset == "digits":
+            raise UsageError("--data_dir applies to --dataset=mnist (the digits ship with scikit-learn)")
+        if self.experiment == "negatives" and (self.dataset != "digits" or self.data_dir is not None):
+            raise UsageError("negatives runs on synthetic Gaussians (App. E): --dataset and --data_dir do not apply")
         for name in ("estimators", "critics", "targets", "encoders"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
@@ -669,6 +673,8 @@ class BottleneckConfig:
                              "encoder: gaussian, additive or propagated")
         if len(set(self.betas)) != len(self.betas):
             raise UsageError(f"--betas lists a value twice: {','.join(map(str, self.betas))}")
+        if self.data_dir is not None and self.dataset == "digits":
+            raise UsageError("--data_dir applies to --dataset=mnist (the digits ship with scikit-learn)")
 
 
 # ================================================================ ablation

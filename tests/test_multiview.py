@@ -92,6 +92,8 @@ def test_saved_model_round_trips(tmp_path):
     (["critics", "--steps=10", "--eval_every=20"], "--eval_every=20 is more than --steps=10"),
     (["critics", "--steps=10", "--eval_every=3"], "--eval_every=3 must divide --steps=10"),
     (["critics", "--estimators=nwj,nwj"], "--estimators lists a value twice"),
+    (["critics", "--data_dir={tmp}"], "--data_dir applies to --dataset=mnist"),
+    (["negatives", "--dataset=mnist"], "negatives runs on synthetic Gaussians"),
     (["target_mi", "--estimators=jsd", "--targets=1,2"], "--targets=2 is out of reach of the JSD bound"),
     (["critics", "--data_dir={tmp}/missing"], "--data_dir"),
 ])
