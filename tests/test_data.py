@@ -545,3 +545,18 @@ def test_make_dataset_rejects_bad_arguments(rng):
         make_dataset(images.astype(np.float32), batch_size=2, training=False)
     with pytest.raises(DataError, match="3 labels for 4 images"):
         make_dataset(images, np.zeros(3), batch_size=2, training=False)
+
+
+def test_load_evaluation_data_subsamples_and_crops_like_its_parts():
+    from dim_keras.data import load_evaluation_data, subsample
+    data = load_evaluation_data("digits", max_train=10, max_test=5, seed=3, crop=28)
+    train, test = load_split("digits", "train"), load_split("digits", "test")
+    expected_train, expected_labels = subsample(train, 10, 3)
+    expected_test, expected_test_labels = subsample(test, 5, 4)
+    np.testing.assert_array_equal(data.train_images, expected_train[:, 2:30, 2:30])
+    np.testing.assert_array_equal(data.test_images, expected_test[:, 2:30, 2:30])
+    np.testing.assert_array_equal(data.train_labels, expected_labels)
+    np.testing.assert_array_equal(data.test_labels, expected_test_labels)
+    assert data.label_kind == "class" and data.class_names == [str(d) for d in range(10)]
+    whole = load_evaluation_data("digits")
+    assert len(whole.train_images) == len(train) and whole.train_images.shape[1:] == (32, 32, 3)

@@ -10,9 +10,9 @@ Every user mistake raises `DataError` (a ValueError) with a one-line message.
 """
 
 from dim_keras.errors import DataError
-from dim_keras.data.load import (DATASETS, SPLITS, DataSplit, center_crop, dataset_defaults, load_split,
-                                  subsample)
+from dim_keras.data.load import (DATASETS, SPLITS, DataSplit, EvaluationData, center_crop, dataset_defaults,
+                                  load_evaluation_data, load_split, subsample)
 from dim_keras.data.pipeline import make_dataset
 
-__all__ = ["DATASETS", "SPLITS", "DataError", "DataSplit", "center_crop", "dataset_defaults", "load_split",
-           "make_dataset", "subsample"]
+__all__ = ["DATASETS", "SPLITS", "DataError", "DataSplit", "EvaluationData", "center_crop", "dataset_defaults",
+           "load_evaluation_data", "load_split", "make_dataset", "subsample"]

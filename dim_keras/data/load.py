@@ -226,6 +226,35 @@ def subsample(split, limit, seed):
     return split.images[keep], None if split.labels is None else split.labels[keep]
 
 
+@dataclasses.dataclass
+class EvaluationData:
+    """The labelled train/test arrays an evaluation measures on (see :func:`load_evaluation_data`)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray | None
+    test_images: np.ndarray
+    test_labels: np.ndarray | None
+    label_kind: str | None
+    class_names: list
+
+
+def load_evaluation_data(name, data_dir=None, *, download=False, image_size=None, max_train=None, max_test=None,
+                         seed=0, crop=None):
+    """The "train" and "test" splits of ``name`` as an evaluation sees them: at most ``max_train`` /
+    ``max_test`` examples (:func:`subsample`, seeded by ``seed`` and ``seed + 1``), center-cropped to
+    ``crop`` (``(height, width)``, an int for a square, or None: as loaded).  The one place the train app's
+    probe, the ablation's measures and ``apps/evaluate.py`` load their evaluation data; DataError as
+    :func:`load_split`."""
+    train, test = (load_split(name, split, data_dir, download=download, image_size=image_size)
+                   for split in ("train", "test"))
+    train_images, train_labels = subsample(train, max_train, seed)
+    test_images, test_labels = subsample(test, max_test, seed + 1)
+    if crop:
+        height, width = (crop, crop) if isinstance(crop, int) else crop
+        train_images, test_images = center_crop(train_images, height, width), center_crop(test_images, height, width)
+    return EvaluationData(train_images, train_labels, test_images, test_labels, train.label_kind, train.class_names)
+
+
 def center_crop(images, height, width):
     """Center-crops a batch ``[N, H, W, C]`` to ``height`` x ``width`` (None keeps that side).
 

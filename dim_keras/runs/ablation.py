@@ -58,21 +58,18 @@ def measure_encoder(encoder_fn, config, measures):
     (:func:`dim_keras.data.subsample`, seeded by ``config.train.seed``) and
     score the test split; ``probe_accuracy`` is left out on unlabelled data.
     """
-    from dim_keras.data import center_crop, dataset_defaults, load_split, subsample
+    from dim_keras.data import dataset_defaults, load_evaluation_data
     from dim_keras.evaluation import FeatureSet, evaluate_representation
 
     train_config = config.train
-    train, test = (load_split(train_config.dataset, split, train_config.data_dir, download=train_config.download,
-                              image_size=train_config.image_size) for split in ("train", "test"))
-    train_images, train_labels = subsample(train, config.eval_max_train, train_config.seed)
-    test_images = test.images
-    crop = dataset_defaults(train_config.dataset)["eval_crop"]
-    if crop:  # the encoder's input size (e.g. STL-10's central 64 x 64)
-        train_images, test_images = center_crop(train_images, crop, crop), center_crop(test_images, crop, crop)
-    labelled = train.label_kind == "class"
+    data = load_evaluation_data(  # cropped to the encoder's input size (e.g. STL-10's central 64 x 64)
+        train_config.dataset, train_config.data_dir, download=train_config.download,
+        image_size=train_config.image_size, max_train=config.eval_max_train, seed=train_config.seed,
+        crop=dataset_defaults(train_config.dataset)["eval_crop"])
+    labelled = data.label_kind == "class"
     features = FeatureSet.from_encoder(
-        encoder_fn, train_images, test_images,
-        train_labels if labelled else None, test.labels if labelled else None, names=("y",))
+        encoder_fn, data.train_images, data.test_images,
+        data.train_labels if labelled else None, data.test_labels if labelled else None, names=("y",))
     wanted = [m for m in measures if m != "probe_accuracy" or labelled]
     metrics = [METRICS[m] for m in wanted]
     options = {name: {"epochs": config.eval_epochs} for name in ("ms_ssim", "mine", "ndm") if name in metrics}

@@ -66,31 +66,27 @@ def evaluate(config, log=print):
     mistakes found late (missing data, an encoder that does not load or does
     not fit the images) raise :class:`UsageError`.
     """
-    from dim_keras.data import center_crop, load_split, subsample
+    from dim_keras.data import load_evaluation_data
     from dim_keras.evaluation import FeatureSet, evaluate_representation, markdown_table, resolve_metrics
 
     validate(config)
     encoder_fn, encoder_model, (height, width) = open_encoder(config.encoder, config.batch_size)
     # A folder is resized to the encoder's input, as training resized it (--image_size); the other datasets
-    # come at their fixed sizes (center-cropped below).
+    # come at their fixed sizes, and larger ones (STL-10's 96x96) are center-cropped to it (64x64).
     size = (height, width) if config.dataset == "folder" else None
-    train, test = (load_split(config.dataset, split, config.data_dir, image_size=size) for split in ("train", "test"))
+    data = load_evaluation_data(config.dataset, config.data_dir, image_size=size, max_train=config.max_train,
+                                max_test=config.max_test, seed=config.seed, crop=(height, width))
     try:
-        metrics = resolve_metrics(list(config.metrics) or None, label_kind=train.label_kind, has_images=True,
+        metrics = resolve_metrics(list(config.metrics) or None, label_kind=data.label_kind, has_images=True,
                                   has_encoder_model=encoder_model is not None,
                                   has_neighbours_png=config.neighbours_png is not None)
     except ValueError as error:
         raise UsageError(f"--metrics: {error}") from None
-    train_images, train_labels = subsample(train, config.max_train, config.seed)
-    test_images, test_labels = subsample(test, config.max_test, config.seed + 1)
-    # Larger images (STL-10's 96x96) are center-cropped to the encoder's input (64x64).
-    train_images = center_crop(train_images, height, width)
-    test_images = center_crop(test_images, height, width)
     layers = list(config.layers)
     try:
         feature_set = FeatureSet.from_encoder(
-            encoder_fn, train_images, test_images, train_labels, test_labels, config.batch_size,
-            names=tuple(dict.fromkeys(layers + ["y"])), class_names=train.class_names, verbose=config.verbose)
+            encoder_fn, data.train_images, data.test_images, data.train_labels, data.test_labels, config.batch_size,
+            names=tuple(dict.fromkeys(layers + ["y"])), class_names=data.class_names, verbose=config.verbose)
     except ValueError as error:
         raise UsageError(f"--encoder={config.encoder}: {first_line(error)}") from None
     results = evaluate_representation(

@@ -274,21 +274,17 @@ SCARCE_LABELS_PER_CLASS = 20
 def load_probe_data(config, max_train=10000, log=print):
     """``(train_images, train_labels, test_images, test_labels)`` of the linear probe, center-cropped to
     the encoder's input; ``None`` for unlabelled datasets or when the labelled splits are missing."""
-    from dim_keras.data import center_crop, dataset_defaults, load_split, subsample
+    from dim_keras.data import dataset_defaults, load_evaluation_data
     try:
-        train, test = (load_split(config.dataset, split, config.data_dir, download=config.download,
-                                  image_size=config.image_size) for split in ("train", "test"))
+        data = load_evaluation_data(config.dataset, config.data_dir, download=config.download,
+                                    image_size=config.image_size, max_train=max_train, seed=config.seed,
+                                    crop=dataset_defaults(config.dataset)["eval_crop"])
     except DataError as err:
         log(f"linear probe skipped: {err}")
         return None
-    if train.labels is None or train.label_kind != "class":
+    if data.train_labels is None or data.label_kind != "class":
         return None
-    crop = dataset_defaults(config.dataset)["eval_crop"]
-    train_images, train_labels = subsample(train, max_train, config.seed)
-    test_images = test.images
-    if crop:
-        train_images, test_images = center_crop(train_images, crop, crop), center_crop(test_images, crop, crop)
-    return train_images, train_labels, test_images, test.labels
+    return data.train_images, data.train_labels, data.test_images, data.test_labels
 
 
 def _first_per_class(labels, count):
