@@ -33,11 +33,5 @@ _MODULES = {
 
 def mi_lab(config, log=print):
     """Runs ``config.experiment`` (a validated :class:`dim_keras.config.MILabConfig`); returns its results."""
-    from dim_keras import io
-    from dim_keras.runs.mi_lab.common import output_paths
-
     module = importlib.import_module(f"dim_keras.runs.mi_lab.{_MODULES[config.experiment]}")
-    result = module.run(config, log=log)
-    if result.get("summary_lines"):  # the verdicts belong in the results file too
-        io.write_json(output_paths(config)[0], result)
-    return result
+    return module.run(config, log=log)

@@ -165,9 +165,11 @@ def output_paths(config):
     return base + ".json", base + ".png"
 
 
-def write_results(config, result):
-    """Adds the settings to ``result`` and writes it to ``<output_dir>/<experiment>.json`` (atomically)."""
+def write_results(config, result, summary_lines=()):
+    """Adds the settings and the ``summary_lines`` (the table and the verdicts the app prints) to ``result``,
+    writes it to ``<output_dir>/<experiment>.json`` (atomically) and returns it."""
     from dim_keras import config as config_lib
-    result = {"experiment": config.experiment, "config": config_lib.to_dict(config), **result}
+    result = {"experiment": config.experiment, "config": config_lib.to_dict(config), **result,
+              "summary_lines": list(summary_lines)}
     io.write_json(output_paths(config)[0], result)
     return result

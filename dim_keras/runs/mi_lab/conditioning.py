@@ -221,7 +221,6 @@ def run(config, log=print):
         lines.append(f"  claim ({label}: the linear probe rises, by more than the spread over seeds): accuracy "
                      f"{s['accuracy']['mean']:.3f} -> {f['accuracy']['mean']:.3f} (noisy pixels {baseline:.3f}): "
                      + ("reproduced" if better else "NOT reproduced"))
-    result = common.write_results(config, {
+    return common.write_results(config, summary_lines=lines, result={
         "steps": steps, "eval_every": eval_every, "pixel_baseline": baseline, "start": start, "final": final,
         "log_condition_percentiles": percentiles, "runs": runs})
-    return {**result, "summary_lines": lines}

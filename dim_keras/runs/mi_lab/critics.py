@@ -235,9 +235,8 @@ def run_critics(config, log=print):
         lines.append("  (n/a: I_NCE leaves f(x, y) + c(x) free and I_NWJ does not, so an I_NCE-trained critic's I_NWJ "
                      "is meaningless; the JSON has it)")
     lines += _critic_claims(config, final)
-    result = common.write_results(config, {
+    return common.write_results(config, summary_lines=lines, result={
         "steps": steps, "eval_every": eval_every, "pixel_baseline": baseline, "final": final, "runs": runs})
-    return {**result, "summary_lines": lines}
 
 
 def verdict(margin, spread):
@@ -345,6 +344,6 @@ def target_lines(config, result):
 
 
 def finish_targets(config, result, extra_lines=()):
-    """Writes :func:`run_targets`'s result; returns it with its ``summary_lines`` (printed by the app)."""
+    """Writes :func:`run_targets`'s result with its ``summary_lines`` (printed by the app); returns it."""
     lines = target_lines(config, result) + list(extra_lines)
-    return {**common.write_results(config, result), "summary_lines": lines}
+    return common.write_results(config, result, summary_lines=lines)

@@ -187,10 +187,9 @@ def run_invertible(config, log=print):
                      f"{baseline:.3f}): " + ("reproduced" if better else "NOT reproduced"))
     lines.append(f"  invertibility: max |g1^-1(g1(x)) - x| over every evaluation of every run = {worst:.1e} "
                  f"(float32 round-off: g1 stays invertible, the true MI is constant)")
-    result = common.write_results(config, {
+    return common.write_results(config, summary_lines=lines, result={
         "steps": steps, "eval_every": eval_every, "pixel_baseline": baseline, "max_inverse_error": worst,
         "start": start, "final": final, "runs": runs})
-    return {**result, "summary_lines": lines}
 
 
 # ------------------------------------------------------------------------------------------ adversarial
@@ -336,7 +335,6 @@ def run_adversarial(config, log=print):
                  f"{final['accuracy']['mean']:.3f} vs pixels {baseline:.3f}, cross-entropy "
                  f"{final['probe_loss']['mean']:.3f} vs {baseline_loss:.3f}, max |g1^-1(g1(x)) - x| {worst:.1e}: "
                  + ("reproduced" if worse else "NOT reproduced"))
-    result = common.write_results(config, {
+    return common.write_results(config, summary_lines=lines, result={
         "steps": steps, "eval_every": eval_every, "pixel_baseline": baseline, "pixel_baseline_loss": baseline_loss,
         "max_inverse_error": worst, "start": start, "final": final, "runs": runs})
-    return {**result, "summary_lines": lines}

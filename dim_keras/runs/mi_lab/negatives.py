@@ -173,10 +173,9 @@ def run(config, log=print):
         lines.append(f"  App. C on a batch of the trained I_NCE critic's scores: I_NCE {identity['infonce']:.6f} = "
                      f"log {config.batch_size} - L_K-pair {identity['log_k_minus_kpair_loss']:.6f} "
                      f"(|difference| {identity['difference']:.1e})")
-    result = common.write_results(config, {
+    return common.write_results(config, summary_lines=lines, result={
         "steps": steps, "eval_every": eval_every, "true_mi": mi, "critic_hidden_units": list(CRITIC_HIDDEN_UNITS),
         "final": final, "triplet_identity": identity, "runs": runs})
-    return {**result, "summary_lines": lines}
 
 
 def _stats(values):
