@@ -29,6 +29,7 @@ PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "float16", "bfloat16")
+RECIPES = ("paper", "improved")
 ENCODER_OUTPUTS = ("local", "conv", "fc", "y")
 
 # Evaluation measures (dim_keras.evaluation.suite).

@@ -28,6 +28,20 @@ from dim_keras.errors import UsageError
 # the digits default keeps the Quickstart within minutes on a laptop CPU.
 DEFAULT_EPOCHS = {"cifar10": 1000, "cifar100": 1000, "digits": 5}
 PAPER_EPOCHS = 200
+
+# --recipe: the settings a training recipe bundles (dim_keras.runs.train applies them; docs/RESULTS.md has the
+# measurements behind every entry).
+#   global_layer_norm: layer norm on the critic's Y embedding (the authors' code; Table 8 lists none).
+#   score_scale / score_penalty / score_clip: AMDIM's score stabilisers (scores / sqrt(2048), 0.05 * mean(s^2),
+#     20 * tanh(s / 20)).
+#   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
+#     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
+RECIPES = {
+    "paper": {"global_layer_norm": False, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
+              "pad_crop_flip": False},
+    "improved": {"global_layer_norm": False, "score_scale": 2048 ** -0.5, "score_penalty": 0.05,
+                 "score_clip": 20.0, "pad_crop_flip": True},
+}
 PROBE_FEATURES = ("y", "fc", "conv")
 
 # Path kinds of a field's ``path`` metadata and the check each gets.
@@ -173,6 +187,9 @@ class TrainConfig:
     prior_gradient_penalty: float = setting(
         0.0, "Gradient penalty on the prior discriminator's inputs (the authors' code has one; the paper "
         "does not mention it, so it is off).", minimum=0.0)
+    recipe: str = setting("paper", "Training recipe: paper (faithful to the paper) or improved (what later work "
+                          "found to help at equal epochs: augmentation and AMDIM's score stabilisers; "
+                          "docs/RESULTS.md).", choices=choices.RECIPES)
     encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
                            "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
     image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
@@ -242,6 +259,10 @@ class TrainConfig:
 
     def resolved_epochs(self):
         return self.epochs or DEFAULT_EPOCHS.get(self.dataset, PAPER_EPOCHS)
+
+    def recipe_settings(self):
+        """What ``--recipe`` sets (:data:`RECIPES`)."""
+        return dict(RECIPES[self.recipe])
 
     def default_output_dir(self):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -125,14 +125,20 @@ class EncodeAndDotCritic(layers.Layer):
     1x1 convolutions, followed by "block layer norm" (Table 9).  Both embed to
     ``embedding_dim`` units (2048 in the paper) and all pair scores come from
     one matmul of the two embeddings.
+
+    ``global_layer_norm``: layer norm on the global embedding too.  Table 8
+    lists none, but the authors' local DIM embeds Y with the same
+    ``MI1x1ConvNet`` as the local features (Y as a 1x1 map), layer norm
+    included (rdevon/DIM, ``cortex_DIM/models/dim.py``, ``LocalDIM.build``).
     """
 
-    def __init__(self, embedding_dim=2048, batch_norm=True, **kwargs):
+    def __init__(self, embedding_dim=2048, batch_norm=True, global_layer_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.batch_norm = batch_norm
+        self.global_layer_norm = global_layer_norm
         self.global_embedding = ResidualEmbedding(
-            embedding_dim, layer_norm=False, batch_norm=batch_norm,
+            embedding_dim, layer_norm=global_layer_norm, batch_norm=batch_norm,
             name="global_embedding",
         )
         self.local_embedding = ResidualEmbedding(
@@ -152,7 +158,8 @@ class EncodeAndDotCritic(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(embedding_dim=self.embedding_dim, batch_norm=self.batch_norm)
+        config.update(embedding_dim=self.embedding_dim, batch_norm=self.batch_norm,
+                      global_layer_norm=self.global_layer_norm)
         return config
 
 
@@ -284,11 +291,12 @@ class GlobalCritic(ConcatAndConvolveCritic):
         return super().call(global_features, flat, training=training)
 
 
-def build_critic(name, embedding_dim=2048):
+def build_critic(name, embedding_dim=2048, global_layer_norm=False):
     """Local critic by name: ``dot`` (encode-and-dot, the paper's main one),
-    ``concat`` (concat-and-convolve), ``bilinear`` or ``separable``."""
+    ``concat`` (concat-and-convolve), ``bilinear`` or ``separable``;
+    ``global_layer_norm`` applies to ``dot`` only (:class:`EncodeAndDotCritic`)."""
     if name == "dot":
-        return EncodeAndDotCritic(embedding_dim, name="local_critic")
+        return EncodeAndDotCritic(embedding_dim, global_layer_norm=global_layer_norm, name="local_critic")
     if name == "concat":
         return ConcatAndConvolveCritic(name="local_critic")
     if name == "bilinear":

@@ -163,6 +163,15 @@ class DeepInfoMax(keras.Model):
         local_samples: if set, score only this many randomly chosen locations
             of the local map per step (the same for every image): the infoNCE
             score tensor is B x B x L, so this bounds its memory.
+        global_layer_norm: layer norm on the encode-and-dot critic's global
+            embedding, as the authors' code has (see
+            :class:`~dim_keras.critics.EncodeAndDotCritic`).
+        score_scale: multiplies every critic score before the estimator.
+            AMDIM (Bachman et al. 2019) divides encode-and-dot scores by
+            sqrt(embedding width): two layer-normed 2048-d embeddings give
+            scores with a standard deviation of about 45 at initialisation.
+        score_penalty: weight of AMDIM's ``mean(score^2)`` penalty (on the
+            scaled scores, before clipping) added to the encoder loss.
         score_clip: if set, soft-clip scores to ``c * tanh(s / c)`` before the
             estimator (AMDIM's stabiliser for infoNCE, useful under fp16).
         seed: seed for prior samples and location subsampling.
@@ -171,6 +180,7 @@ class DeepInfoMax(keras.Model):
     def __init__(self, encoder, alpha=0.0, beta=1.0, gamma=0.1, estimator="jsd",
                  local_critic="dot", embedding_dim=2048, prior="uniform",
                  prior_gradient_penalty=0.0, local_samples=None, score_clip=None,
+                 global_layer_norm=False, score_scale=1.0, score_penalty=0.0,
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         estimators_lib.get_estimator(estimator)  # validates the name
@@ -181,6 +191,10 @@ class DeepInfoMax(keras.Model):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if alpha == 0 and beta == 0:
             raise ValueError("alpha and beta are both 0: no mutual information term to maximise")
+        if not score_scale > 0:
+            raise ValueError(f"score_scale must be > 0, got {score_scale}")
+        if not score_penalty >= 0:
+            raise ValueError(f"score_penalty must be >= 0, got {score_penalty}")
         if local_samples is not None and local_samples < 1:
             raise ValueError(f"local_samples must be >= 1, got {local_samples}")
         self.encoder = encoder
@@ -194,6 +208,9 @@ class DeepInfoMax(keras.Model):
         self.prior_gradient_penalty = float(prior_gradient_penalty)
         self.local_samples = local_samples
         self.score_clip = score_clip
+        self.global_layer_norm = bool(global_layer_norm)
+        self.score_scale = float(score_scale)
+        self.score_penalty = float(score_penalty)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._bound = estimators_lib.get_estimator(estimator)
@@ -207,7 +224,8 @@ class DeepInfoMax(keras.Model):
             self.global_critic = critics_lib.GlobalCritic(name="global_critic")
             self.global_critic.build(shapes["y"], shapes["conv"])
         if self.beta > 0:
-            self.local_critic = critics_lib.build_critic(local_critic, self.embedding_dim)
+            self.local_critic = critics_lib.build_critic(
+                local_critic, self.embedding_dim, global_layer_norm=self.global_layer_norm)
             self.local_critic.build(shapes["y"], shapes["local"])
         if self.gamma > 0:
             self.prior_discriminator = priors_lib.PriorDiscriminator(name="prior_discriminator")
@@ -311,7 +329,8 @@ class DeepInfoMax(keras.Model):
             "embedding_dim": self.embedding_dim, "prior": self.prior,
             "prior_gradient_penalty": self.prior_gradient_penalty,
             "local_samples": self.local_samples, "score_clip": self.score_clip,
-            "seed": self.seed,
+            "global_layer_norm": self.global_layer_norm, "score_scale": self.score_scale,
+            "score_penalty": self.score_penalty, "seed": self.seed,
         }
 
     @classmethod
@@ -321,9 +340,15 @@ class DeepInfoMax(keras.Model):
         return cls(**config)
 
     # --------------------------------------------------------- objective
-    def _scores(self, critic, y, features, training):
+    def _scores(self, critic, y, features, training, penalties):
+        """Scaled, optionally soft-clipped float32 scores; appends ``mean(score^2)``
+        of the unclipped scores to ``penalties`` when ``score_penalty`` is on."""
         scores = critic(y, features, training=training)
         scores = ops.cast(scores, "float32")
+        if self.score_scale != 1.0:
+            scores = scores * self.score_scale
+        if self.score_penalty > 0:
+            penalties.append(ops.mean(ops.square(scores)))
         if self.score_clip:
             scores = self.score_clip * ops.tanh(scores / self.score_clip)
         return scores
@@ -343,13 +368,16 @@ class DeepInfoMax(keras.Model):
         """The global and local MI bounds (nats) of a forward pass."""
         y = features["y"]
         terms = {}
+        penalties = []
         if self.global_critic is not None:
             terms["global_mi"] = self._bound(
-                self._scores(self.global_critic, y, features["conv"], training))
+                self._scores(self.global_critic, y, features["conv"], training, penalties))
         if self.local_critic is not None:
             local = self._subsample_locations(features["local"])
             terms["local_mi"] = self._bound(
-                self._scores(self.local_critic, y, local, training))
+                self._scores(self.local_critic, y, local, training, penalties))
+        if penalties:
+            terms["score_penalty"] = sum(penalties)
         return terms
 
     def _representation_loss(self, features, training):
@@ -359,6 +387,8 @@ class DeepInfoMax(keras.Model):
             loss -= self.alpha * terms["global_mi"]
         if "local_mi" in terms:
             loss -= self.beta * terms["local_mi"]
+        if "score_penalty" in terms:
+            loss += self.score_penalty * terms["score_penalty"]
         prior_y = None
         if self.prior_discriminator is not None:
             prior_y = priors_lib.match_to_prior_space(features["y"], self.prior)

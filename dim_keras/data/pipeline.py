@@ -33,6 +33,7 @@ def make_dataset(
     seed=None,
     crop_size=None,
     flip=False,
+    pad=0,
     drop_remainder=None,
     cache=True,
 ):
@@ -49,6 +50,8 @@ def make_dataset(
         a new pipeline); None draws a fresh seed.
       crop_size: None, an int or (height, width) of the crop.
       flip: random horizontal flips (training only).
+      pad: training only: reflect-pad every side by this many pixels, then take a random crop of
+        `crop_size` (default: the original size) - the standard CIFAR augmentation is pad 4, crop 32.
       drop_remainder: drop a last partial batch; default True when training (DIM's negatives need full
         batches), False otherwise.
       cache: keep evaluation batches in memory after the first pass (ignored for training, and for outputs
@@ -63,7 +66,14 @@ def make_dataset(
     if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     crop = as_size(crop_size)
-    if crop is not None and (crop[0] > height or crop[1] > width):
+    if not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise DataError(f"pad must be a non-negative integer, got {pad!r}")
+    pad = int(pad) if training else 0
+    if pad and crop is None:
+        crop = (height, width)
+    if pad >= min(height, width):
+        raise DataError(f"pad {pad} must be smaller than the {height}x{width} images (reflection padding)")
+    if crop is not None and (crop[0] > height + 2 * pad or crop[1] > width + 2 * pad):
         raise DataError(f"crop_size {crop} is larger than the {height}x{width} images")
     if drop_remainder is None:
         drop_remainder = bool(training)
@@ -86,8 +96,10 @@ def make_dataset(
 
     def load_batch(batch_indices, batch_randoms):
         batch = gather_images(batch_indices)
+        if pad:
+            batch = tf.pad(batch, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         if crop is not None:
-            batch = _crop(batch, batch_randoms, crop, height, width, random=training)
+            batch = _crop(batch, batch_randoms, crop, height + 2 * pad, width + 2 * pad, random=training)
         if training and flip:
             flipped = tf.equal(batch_randoms[:, 2] % 2, 1)
             batch = tf.where(flipped[:, None, None, None], tf.reverse(batch, axis=[2]), batch)

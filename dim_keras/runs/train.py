@@ -228,6 +228,22 @@ def resolved_encoder_name(config, input_shape):
     return config.encoder
 
 
+def _recipe_model_settings(config):
+    recipe = config.recipe_settings()
+    return {name: recipe[name] for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip")}
+
+
+def augmentation(config, defaults, input_shape):
+    """``make_dataset`` keyword arguments of the training augmentation: the dataset's own (the paper's
+    STL-10 crops and flips) or, where it has none, the recipe's pad-crop-flip (pad 1/8 of the side: 4 px
+    on CIFAR, the usual CIFAR augmentation)."""
+    if defaults["pretrain_crop"] or defaults["pretrain_flip"]:
+        return {"crop_size": defaults["pretrain_crop"], "flip": defaults["pretrain_flip"]}
+    if config.recipe_settings()["pad_crop_flip"]:
+        return {"pad": max(1, min(input_shape[:2]) // 8), "flip": True}
+    return {}
+
+
 def build_model(config, input_shape):
     """The encoder + DeepInfoMax model of ``config`` (call in the strategy scope)."""
     encoder_name = resolved_encoder_name(config, input_shape)
@@ -241,7 +257,7 @@ def build_model(config, input_shape):
         estimator=config.estimator, local_critic=config.local_critic,
         embedding_dim=config.embedding_dim, prior=config.prior,
         local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
-        seed=config.seed)
+        seed=config.seed, **_recipe_model_settings(config))
     optimizer = default_optimizer(config.learning_rate)
     d_optimizer = default_optimizer(config.learning_rate)
     # XLA and MirroredStrategy do not mix in Keras 3 ("Trying to access resource
@@ -412,8 +428,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
         steps = min(steps, config.steps_per_epoch)
     # Seeded per resumed epoch so a resumed run does not replay epoch 1's order.
     data = make_dataset(split.images, batch_size=config.batch_size, training=True,
-                        seed=config.seed + initial_epoch, crop_size=defaults["pretrain_crop"],
-                        flip=defaults["pretrain_flip"]).repeat()
+                        seed=config.seed + initial_epoch, **augmentation(config, defaults, input_shape)).repeat()
     if role.chief:
         write_run_config(config, {"encoder": resolved_encoder_name(config, input_shape), "epochs": epochs,
                                   "input_shape": list(input_shape), "initial_epoch": initial_epoch})
