@@ -230,3 +230,48 @@ def test_uint8_images_give_exactly_what_their_float_scaling_gives():
     assert evaluated["local_mi"] > -5  # not the -72.9 of unscaled 0..255 inputs
     with pytest.raises(ValueError, match=r"uint8 images \(scaled by 1/255\) or float images in \[0, 1\], got int32"):
         model(raw.astype(np.int32))
+
+
+def test_amdim_score_stabilisers_are_scale_then_penalty_then_clip():
+    """score_scale multiplies the critic's scores, the penalty is 0.05 * mean(scaled^2) of the unclipped
+    scores, and the estimator sees c * tanh(scaled / c) (AMDIM, Bachman et al. 2019)."""
+    model = tiny_model(alpha=0.0, beta=1.0, gamma=0.0, estimator="jsd",
+                       score_scale=0.25, score_penalty=0.05, score_clip=2.0)
+    model.compile()
+    x = images()
+    features = model.encoder(x, training=False)
+    loss, terms, _ = model._representation_loss(features, training=False)
+    raw = model.local_critic(features["y"], features["local"], training=False).numpy()
+    scaled = 0.25 * raw
+    clipped = 2.0 * np.tanh(scaled / 2.0)
+    expected_bound = float(estimators.jsd_lower_bound(clipped))
+    assert float(terms["local_mi"]) == pytest.approx(expected_bound, abs=1e-5)
+    assert float(terms["score_penalty"]) == pytest.approx(float(np.mean(scaled ** 2)), rel=1e-5)
+    assert float(loss) == pytest.approx(-expected_bound + 0.05 * float(np.mean(scaled ** 2)), abs=1e-5)
+    with pytest.raises(ValueError, match="score_scale"):
+        tiny_model(score_scale=0.0)
+    with pytest.raises(ValueError, match="score_penalty"):
+        tiny_model(score_penalty=-1.0)
+
+
+def test_global_layer_norm_normalises_the_y_embedding_and_round_trips(tmp_path):
+    """With global_layer_norm the critic's Y embedding is layer-normed like the local one (the authors'
+    LocalDIM embeds Y with MI1x1ConvNet): at init (scale 1, offset 0) each row is (h - mean) / sqrt(var + eps)
+    of the residual block's output h."""
+    model = tiny_model(global_layer_norm=True, gamma=0.0)
+    features = model.encoder(images(), training=False)
+    embedding = model.local_critic.global_embedding
+    g = embedding(features["y"], training=False).numpy()
+    y = features["y"]
+    h = (embedding.out(keras.ops.relu(embedding.norm(embedding.hidden(y), training=False)))
+         + embedding.shortcut(y)).numpy()
+    expected = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + embedding.ln.epsilon)
+    np.testing.assert_allclose(g, expected, atol=1e-4)
+    plain = tiny_model(gamma=0.0).local_critic.global_embedding(features["y"], training=False).numpy()
+    assert np.abs(plain.mean(axis=-1)).max() > 1e-2  # no layer norm by default
+    model.compile()
+    path = tmp_path / "gln.keras"
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    assert restored.local_critic.global_layer_norm is True
+    assert restored.get_config()["global_layer_norm"] is True

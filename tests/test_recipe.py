@@ -1,0 +1,55 @@
+"""--recipe (issue 12): what each recipe sets, and the pad-crop-flip augmentation it adds."""
+import numpy as np
+import pytest
+
+from dim_keras.config import RECIPES, TrainConfig
+from dim_keras.data import dataset_defaults, make_dataset
+from dim_keras.errors import DataError
+from dim_keras.runs.train import augmentation, build_model
+
+
+def _windows(padded, size):
+    """Every size x size window of every padded image, and their horizontal mirrors."""
+    n, height, width, _ = padded.shape
+    out = [padded[i, r:r + size, c:c + size] for i in range(n)
+           for r in range(height - size + 1) for c in range(width - size + 1)]
+    return out + [w[:, ::-1] for w in out]
+
+
+def test_pad_crop_flip_gives_windows_of_the_reflect_padded_images():
+    images = np.random.default_rng(0).integers(0, 256, (4, 6, 6, 3), dtype=np.uint8)
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    windows = [w.astype(np.float32) / 255 for w in _windows(padded, 6)]
+    seen_shifted = False
+    for batch in make_dataset(images, batch_size=4, training=True, seed=3, pad=2, flip=True).take(5):
+        for image in batch.numpy():
+            assert any(np.array_equal(image, w) for w in windows)
+            seen_shifted |= not any(np.array_equal(image, im.astype(np.float32) / 255) for im in images)
+    assert seen_shifted  # 20 random windows out of 25 positions x 2 flips: not all the identity
+    # Evaluation pipelines ignore pad: the images themselves, in order.
+    evaluation = np.concatenate([b.numpy() for b in make_dataset(images, batch_size=3, training=False, pad=2)])
+    np.testing.assert_array_equal(evaluation, images.astype(np.float32) / 255)
+    with pytest.raises(DataError, match="pad 6 must be smaller"):
+        make_dataset(images, batch_size=2, training=True, pad=6)
+    with pytest.raises(DataError, match="pad must be"):
+        make_dataset(images, batch_size=2, training=True, pad=-1)
+
+
+def test_recipes_set_the_model_and_the_augmentation():
+    paper, improved = TrainConfig(recipe="paper"), TrainConfig(recipe="improved")
+    assert paper.recipe == TrainConfig().recipe == "paper"  # the default stays faithful to the paper
+    assert RECIPES["paper"] == {"global_layer_norm": False, "score_scale": 1.0, "score_penalty": 0.0,
+                                "score_clip": None, "pad_crop_flip": False}
+    cifar, stl = dataset_defaults("cifar10"), dataset_defaults("stl10")
+    assert augmentation(paper, cifar, (32, 32, 3)) == {}
+    assert augmentation(improved, cifar, (32, 32, 3)) == {"pad": 4, "flip": True}
+    # STL-10 keeps the paper's 64x64 random crops + flips under both recipes.
+    assert augmentation(improved, stl, (64, 64, 3)) == augmentation(paper, stl, (64, 64, 3)) == {
+        "crop_size": 64, "flip": True}
+    model = build_model(TrainConfig(dataset="digits", recipe="improved", embedding_dim=16, gamma=0.0),
+                        (8, 8, 3))
+    settings = RECIPES["improved"]
+    assert model.score_scale == settings["score_scale"]
+    assert model.score_penalty == settings["score_penalty"]
+    assert model.score_clip == settings["score_clip"]
+    assert model.global_layer_norm == settings["global_layer_norm"]
