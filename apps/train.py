@@ -6,7 +6,9 @@
 
 Writes to --output_dir (default saved_models/<dataset>-<objective>-<time>):
 checkpoints/ (after every epoch, the newest --keep_checkpoints kept; --resume
-continues), logs/ (TensorBoard), metrics.json, config.json, encoder/
+continues), logs/ (TensorBoard), metrics.json (one row per epoch; on labelled
+datasets every --monitor_every epochs and the last also hold the probe_linear_* and probe_knn_* accuracies of
+conv, fc and y), config.json, encoder/
 (SavedModel: uint8 images -> features), model.keras (without the optimizer
 state unless --keras_optimizer_state), probe.json (labelled datasets).  The flags are the fields of
 dim_keras.config.TrainConfig; the run is dim_keras.runs.train.train.

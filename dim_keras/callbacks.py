@@ -1,10 +1,12 @@
-"""Keras callbacks for long DIM runs: atomic checkpoints and a metrics log."""
+"""Keras callbacks for long DIM runs: atomic checkpoints, a metrics log and an online probe monitor."""
 
 import json
 import math
 import os
+import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dim_keras.io import write_json
@@ -147,3 +149,93 @@ class AverageReplicaStatistics(keras.callbacks.Callback):
 
             self._average = tf.function(lambda: self.strategy.run(replica_step))
         self._average()
+
+
+# The encoder outputs ProbeMonitor measures, and the keys it adds to an epoch's logs: probe_linear_<feature> and
+# probe_knn_<feature>.  Other tools read these names from metrics.json (accuracy against epochs): keep them.
+MONITOR_FEATURES = ("conv", "fc", "y")
+MONITOR_KNN_K = 20
+MONITOR_MAX_ITER = 1000
+# BLAS threads of the monitor's probes.  One: on ~1000 x 4096 features a second thread does not pay, and on a
+# busy 2-core machine OpenBLAS's waiting threads made each logistic regression 10-50x slower (1.0-1.2 s vs
+# 0.03-0.15 s).  The thread count changes the float rounding of the solver's path, which can flip a test
+# example on the decision boundary (seen: 1 of 980 on fc): an offline probe matches the monitor to the
+# example under the same limit (threadpoolctl.threadpool_limits(MONITOR_BLAS_THREADS, user_api="blas")).
+MONITOR_BLAS_THREADS = 1
+
+
+class ProbeMonitor(keras.callbacks.Callback):
+    """Online monitoring: k-NN and linear-probe test accuracy of the encoder's ``conv``, ``fc`` and ``y``,
+    every ``every`` epochs and after the last one, added to the epoch's ``logs``.
+
+    The online evaluation that solo-learn (its k-NN and online linear classifiers) and lightly (its k-NN
+    benchmark callback) give self-supervised runs, measured with this project's offline protocols, so an
+    offline probe of the exported encoder on the same images gives the same numbers: features of the encoder
+    in inference mode (``training=False``: batch-norm moving statistics, as the export), then
+    :func:`~dim_keras.evaluation.probes.logistic_regression_accuracy` (standardised features, multinomial
+    logistic regression: the linear probe of ``probe.json``) and
+    :func:`~dim_keras.evaluation.probes.knn_accuracy` (L1 distance, as DIM's App. A.4), each trained on the
+    train images and scored on the test images.
+
+    Keras hands one ``logs`` dict to the callbacks in list order and appends its ``History`` and progress bar
+    after the user's callbacks (``keras.callbacks.CallbackList._add_default_callbacks``), so put this callback
+    before :class:`MetricsJsonLogger` and ``keras.callbacks.TensorBoard`` and all of them see the keys.  An
+    epoch with a NaN/Inf metric is not measured, nor a feature with a NaN/Inf value (the probes cannot fit it).
+
+    Args:
+        train_images, test_images: uint8 ``[N, H, W, 3]`` held-out labelled images (not the pretraining
+            augmentation: the encoder's input as the export sees it).
+        train_labels, test_labels: int class labels ``[N]``.
+        every: measure after epochs ``every``, ``2 * every``, ... and after the run's last epoch
+            (``params["epochs"]``), so a run's final numbers always exist.
+        encoder: the keras encoder (float images in [0, 1] -> dict of features); default ``model.encoder``.
+        k, max_iter: the k of the k-NN and the logistic regression's iteration cap.
+    """
+
+    def __init__(self, train_images, train_labels, test_images, test_labels, every, *, encoder=None,
+                 features=MONITOR_FEATURES, k=MONITOR_KNN_K, max_iter=MONITOR_MAX_ITER, batch_size=256):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.train_images, self.test_images = np.asarray(train_images), np.asarray(test_images)
+        self.train_labels, self.test_labels = np.asarray(train_labels), np.asarray(test_labels)
+        self.every = int(every)
+        self.encoder = encoder
+        self.features = tuple(features)
+        self.k = min(int(k), len(self.train_images))  # k-NN needs k <= the training examples
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.seconds = []  # the cost of each measurement (wall time)
+
+    def due(self, epoch):
+        """Whether the 0-based ``epoch`` is measured."""
+        return (epoch + 1) % self.every == 0 or epoch + 1 == (self.params or {}).get("epochs")
+
+    def measure(self, encoder=None):
+        """``{probe_linear_<feature>: accuracy, probe_knn_<feature>: accuracy}`` of ``encoder`` (default
+        ``self.encoder``, else the model's)."""
+        import threadpoolctl  # scikit-learn's own dependency
+
+        from dim_keras.evaluation.features import encode, keras_encoder_fn
+        from dim_keras.evaluation.probes import knn_accuracy, logistic_regression_accuracy
+        encoder = encoder or self.encoder or self.model.encoder
+        encoder_fn = keras_encoder_fn(encoder, training=False)
+        train, test = (encode(encoder_fn, np.ascontiguousarray(images), self.batch_size, names=self.features)
+                       for images in (self.train_images, self.test_images))
+        results = {}
+        with threadpoolctl.threadpool_limits(MONITOR_BLAS_THREADS, user_api="blas"):
+            for name in self.features:
+                if not (np.isfinite(train[name]).all() and np.isfinite(test[name]).all()):
+                    continue
+                results[f"probe_linear_{name}"] = logistic_regression_accuracy(
+                    train[name], self.train_labels, test[name], self.test_labels, max_iter=self.max_iter)
+                results[f"probe_knn_{name}"] = knn_accuracy(
+                    train[name], self.train_labels, test[name], self.test_labels, k=self.k)
+        return results
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.due(epoch) or not _finite(logs):
+            return
+        start = time.perf_counter()
+        logs.update(self.measure())
+        self.seconds.append(time.perf_counter() - start)

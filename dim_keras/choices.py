@@ -3,7 +3,10 @@ rejected before TensorFlow starts).  The library modules that implement them
 check their own tables against these (tests/test_config.py)."""
 
 # mnist: official idx files or tfds (the dataset of Tschannen et al., apps/mi_lab.py; 28x28, 10 classes).
-DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist")
+# tfrecord: the sharded TFRecords apps/prepare_data.py writes from any of the others (dim_keras.data.tfrecord).
+DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist", "tfrecord")
+# --streaming (dim_keras.data.streaming): auto streams splits larger than STREAMING_AUTO_BYTES decoded.
+STREAMING_MODES = ("auto", "on", "off")
 # mine_f is MINE's f-divergence bound E_J[T] - E_M[e^{T-1}]: the same function as
 # nwj, kept under MINE's name.  MINE's bias-corrected DV gradient needs state (a
 # moving average across steps), so it is not an estimator name but the

@@ -36,13 +36,22 @@ PAPER_EPOCHS = 200
 #     20 * tanh(s / 20)).
 #   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
 #     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
+#   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
 RECIPES = {
-    "paper": {"global_layer_norm": False, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
-              "pad_crop_flip": False},
-    "improved": {"global_layer_norm": False, "score_scale": 2048 ** -0.5, "score_penalty": 0.05,
-                 "score_clip": 20.0, "pad_crop_flip": True},
+    "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
+              "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant"},
+    "improved": {"global_layer_norm": True, "score_scale": 2048 ** -0.5, "score_penalty": 0.05,
+                 "score_clip": 20.0, "pad_crop_flip": True, "learning_rate": 5e-4, "lr_schedule": "cosine"},
 }
 PROBE_FEATURES = ("y", "fc", "conv")
+# --monitor_every's default ("auto"): monitor every this many epochs on datasets with class labels; off on the
+# datasets below, whose labels are not classes (celeb_a: 40 binary attributes), as the monitor's k-NN and linear
+# probes need classes.  One measurement (1,000 train + 980 test cifar10-dev images) took 5.6-9.8 s against
+# 132-155 s of training per epoch on the busy 2-core CPU (digits: 3.2-4.5 s against 51-59 s): 4-8 % when
+# monitoring every epoch, under 2 % every 5th, which leaves room for accelerators, where training is faster
+# and the probes (scikit-learn, on the CPU) are not.
+DEFAULT_MONITOR_EVERY = 5
+WITHOUT_CLASS_LABELS = ("celeb_a",)
 
 # Path kinds of a field's ``path`` metadata and the check each gets.
 _PATH_CHECKS = {
@@ -167,7 +176,8 @@ def from_dict(config_cls, payload):
 class TrainConfig:
     """A DIM training run (``apps/train.py``, ``dim_keras.runs.train``); defaults are the paper's DIM(L)."""
     dataset: str = setting("digits", "Dataset: digits (scikit-learn's, offline), cifar10, cifar100, stl10, "
-                           "tiny_imagenet, celeb_a, mnist, or folder (class-per-subfolder images in --data_dir).",
+                           "tiny_imagenet, celeb_a, mnist, folder (class-per-subfolder images in --data_dir), or "
+                           "tfrecord (the shards apps/prepare_data.py wrote to --data_dir).",
                            choices=choices.DATASETS)
     data_dir: str = setting(None, "Directory with the dataset's official files (cifar-10-batches-py, "
                             "cifar-10-python.tar.gz, cifar-100-python, stl10_binary, tiny-imagenet-200, "
@@ -175,6 +185,12 @@ class TrainConfig:
                             "tfds data_dir.",
                             path="input_dir")
     download: bool = setting(False, "Let tensorflow-datasets download the dataset if it is not on disk.")
+    streaming: str = setting("auto", "Read the data from disk while training (folder, tfrecord and tfds data) "
+                             "instead of holding it in memory: auto streams splits above 2 GiB decoded "
+                             "(dim_keras.data.STREAMING_AUTO_BYTES), on always, off never.",
+                             choices=choices.STREAMING_MODES)
+    strict: bool = setting(False, "Stop at the first image file that cannot be read, instead of skipping "
+                           "unreadable files (counted, and the first few named, at the end).")
     alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
     beta: float = setting(1.0, "Weight of the local MI term (eq. 8). DIM(L): 1, DIM(G): 0.", minimum=0.0)
     gamma: float = setting(0.1, "Weight of the prior-matching term (eq. 8). DIM(L): 0.1, DIM(G): 1.", minimum=0.0)
@@ -203,7 +219,9 @@ class TrainConfig:
                           "5 for digits).", minimum=1)
     batch_size: int = setting(64, "Global batch size (64 in the paper); >= 2, since the negatives of an "
                               "image come from the other images of its batch.", minimum=2)
-    learning_rate: float = setting(1e-4, "Adam learning rate (1e-4, betas 0.5/0.999 as the authors).", above=0.0)
+    learning_rate: float = setting(None, "Adam learning rate, betas 0.5/0.999 as the authors (default: the "
+                                   "recipe's: 1e-4 for paper, as the paper; 5e-4 with a cosine decay to 0 for "
+                                   "improved).", above=0.0)
     seed: int = setting(0, "Random seed: weights, shuffling, augmentation, prior samples.")
     mixed_precision: str = setting("off", "Mixed precision: off, float16 or bfloat16 (GPU only; slower on "
                                    "CPU). Losses stay float32.", choices=choices.PRECISIONS)
@@ -217,6 +235,15 @@ class TrainConfig:
     synchronized_bn: bool = setting(False, "Batch-norm statistics over all replicas.")
     probe: bool = setting(True, "After training, print a linear probe table (labelled datasets).")
     probe_max_train: int = setting(10000, "Training examples used by the linear probe.", minimum=10)
+    monitor_every: int = setting(
+        None, "Every this many epochs and after the last, add the test accuracy of conv, fc and y under the "
+        "linear probe (logistic regression on standardised features) and a k-NN (k=20, L1), on a "
+        "class-balanced labelled subsample (--monitor_examples), with the encoder in inference mode, to the "
+        "epoch's metrics (progress bar, TensorBoard, metrics.json: probe_linear_*, probe_knn_*); 0: off. "
+        f"Default: {DEFAULT_MONITOR_EVERY} on datasets with class labels, off otherwise.", minimum=0)
+    monitor_examples: int = setting(
+        1000, "Labelled images the monitor trains its probes on, and as many it tests them on (the first "
+        "of each class in the train and test splits the linear probe uses).", minimum=10)
     keep_checkpoints: int = setting(1, "Epoch checkpoints kept in <output_dir>/checkpoints (the newest; "
                                     "each holds the weights and the optimizers' state).", minimum=1)
     keras_optimizer_state: bool = setting(False, "Also store the optimizers' state in model.keras (about "
@@ -229,7 +256,7 @@ class TrainConfig:
     RESUMABLE: typing.ClassVar[tuple] = (
         "data_dir", "download", "epochs", "steps_per_epoch", "output_dir", "resume", "jit_compile", "strategy",
         "synchronized_bn", "mixed_precision", "probe", "probe_max_train", "verbose", "keep_checkpoints",
-        "keras_optimizer_state")
+        "keras_optimizer_state", "monitor_every", "monitor_examples", "streaming", "strict")
 
     def check(self):
         if self.alpha == 0 and self.beta == 0:
@@ -244,9 +271,14 @@ class TrainConfig:
                              "another --output_dir")
         if self.dataset == "folder" and not self.data_dir:
             raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if self.dataset == "tfrecord" and not self.data_dir:
+            raise UsageError("--dataset=tfrecord needs --data_dir (the --output of apps/prepare_data.py)")
         if self.image_size is not None and self.dataset != "folder":
             raise UsageError(f"--image_size applies to --dataset=folder only; {self.dataset} is used at its own "
                              "size")
+        if self.monitor_every and self.dataset in WITHOUT_CLASS_LABELS:
+            raise UsageError(f"--monitor_every needs class labels and {self.dataset} has none (its labels are "
+                             "attributes): drop --monitor_every or pass --monitor_every=0")
 
     def from_command_line(self, explicit):
         """What a command line means (``explicit``: the names of the flags it gives): with ``--resume``,
@@ -260,9 +292,19 @@ class TrainConfig:
     def resolved_epochs(self):
         return self.epochs or DEFAULT_EPOCHS.get(self.dataset, PAPER_EPOCHS)
 
+    def resolved_monitor_every(self):
+        """``--monitor_every``, its default ("auto", None) resolved: on for datasets with class labels."""
+        if self.monitor_every is not None:
+            return self.monitor_every
+        return 0 if self.dataset in WITHOUT_CLASS_LABELS else DEFAULT_MONITOR_EVERY
+
     def recipe_settings(self):
         """What ``--recipe`` sets (:data:`RECIPES`)."""
         return dict(RECIPES[self.recipe])
+
+    def resolved_learning_rate(self):
+        """``--learning_rate``, or the recipe's when not given."""
+        return self.learning_rate or RECIPES[self.recipe]["learning_rate"]
 
     def default_output_dir(self):
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -381,6 +423,9 @@ class EvaluateConfig:
                            "(required).", path="input")
     dataset: str = setting("digits", "Dataset (see apps/train.py).", choices=choices.DATASETS)
     data_dir: str = setting(None, "Directory holding the dataset files.", path="input_dir")
+    streaming: str = setting("auto", "Read folder, tfrecord and tfds data from disk while encoding, keeping only "
+                             "features (on; auto: unless the measures need the images and they fit in 2 GiB "
+                             "decoded), or load it into memory (off).", choices=choices.STREAMING_MODES)
     metrics: tuple = setting((), "Comma-separated measures (default: all that apply to the data and flags).",
                              element=str, choices=choices.METRICS)
     layers: tuple = setting(("conv", "fc", "y"), "Comma-separated encoder outputs for the classifiers.",
@@ -433,6 +478,46 @@ class EvaluateConfig:
         if self.output and self.neighbours_png and (os.path.abspath(self.output)
                                                     == os.path.abspath(self.neighbours_png)):
             raise UsageError("--output and --neighbours_png name the same file")
+
+
+# ============================================================ prepare_data
+@dataclasses.dataclass
+class PrepareDataConfig:
+    """Sharded TFRecords of a dataset (``apps/prepare_data.py``, ``dim_keras.runs.prepare_data``), to stream
+    with ``apps/train.py --dataset=tfrecord --data_dir=<output>`` (format: ``dim_keras.data.tfrecord``)."""
+    dataset: str = setting("digits", "Dataset to write (see apps/train.py; folder: the images in --data_dir).",
+                           choices=tuple(name for name in choices.DATASETS if name != "tfrecord"))
+    data_dir: str = setting(None, "Directory holding the dataset files (folder: the images).", path="input_dir")
+    download: bool = setting(False, "Let tensorflow-datasets download the dataset if it is not on disk.")
+    image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
+                              "the images' own size, which must then be the same for all of them).", minimum=8)
+    output: str = setting(None, "Directory for the shards and manifest.json (default data/tfrecord-<dataset>); "
+                          "rerun the same command to finish an interrupted preparation (finished shards are "
+                          "kept) or to verify a finished one.", path="output_dir")
+    splits: tuple = setting(("pretrain", "train", "test"), "Splits to write (pretrain is written once, as train, "
+                            "for every dataset but stl10).", element=str, choices=("pretrain", "train", "test"),
+                            min_items=1)
+    shard_size: int = setting(2048, "Images per shard (several shards per training worker let each read its own "
+                              "files).", minimum=1)
+    seed: int = setting(0, "Seed of the assignment of images to shards (each shard is a random sample).")
+    strict: bool = setting(False, "Stop at the first image file that cannot be read, instead of skipping it "
+                           "(skipped files are listed in each shard's info and the manifest).")
+    verbose: int = setting(1, "0: quiet; 1: a progress bar.", choices=(0, 1))
+
+    # The settings that define what a preparation holds: a rerun must keep them to continue it.
+    CONTENT: typing.ClassVar[tuple] = ("dataset", "image_size", "splits", "shard_size", "seed")
+
+    def check(self):
+        if self.dataset == "folder" and not self.data_dir:
+            raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if self.image_size is not None and self.dataset != "folder":
+            raise UsageError(f"--image_size applies to --dataset=folder only; {self.dataset} is written at its own "
+                             "size")
+        if len(set(self.splits)) != len(self.splits):
+            raise UsageError(f"--splits lists a split twice: {','.join(self.splits)}")
+
+    def resolved_output(self):
+        return self.output or os.path.join("data", f"tfrecord-{self.dataset}")
 
 
 # ============================================================= estimate_mi
@@ -734,7 +819,7 @@ class AblationConfig:
     train: TrainConfig = nested(TrainConfig, "Settings of every trial's training run.",
                                 exclude=("alpha", "beta", "gamma", "output_dir", "resume", "probe",
                                          "probe_max_train"),
-                                epochs=5, probe=False, verbose=0)
+                                epochs=5, probe=False, monitor_every=0, verbose=0)
 
     def check(self):
         for name in ("alphas", "betas", "gammas"):
@@ -783,6 +868,12 @@ class BenchmarkConfig:
     json: bool = setting(False, "Print a JSON object with the results as the last line.")
     compare_torch: bool = setting(False, "Also time apps/torch_reference.py (the authors' DIM(L) step in "
                                   "PyTorch) with the same batch size and threads; skipped when torch is missing.")
+    pipeline_source: str = setting("arrays", "--mode=data_pipeline: where the images come from: arrays (random "
+                                   "uint8 in memory), png or jpeg (a folder of generated --image_size files, "
+                                   "streamed), tfrecord (those PNGs written by apps/prepare_data.py, streamed).",
+                                   choices=("arrays", "png", "jpeg", "tfrecord"))
+    pipeline_images: int = setting(4096, "--mode=data_pipeline: generated images of the png, jpeg and tfrecord "
+                                   "sources (written to a temporary directory, removed after).", minimum=1)
     sweep_batch_sizes: tuple = setting((16, 32, 64, 128), "Batch sizes of --mode=sweep.", element=int,
                                        minimum=2, min_items=1)
     sweep_critics: tuple = setting(("dot", "bilinear"), "Local critics of --mode=sweep.", element=str,
@@ -805,6 +896,8 @@ class BenchmarkConfig:
             if self.mode != "training":
                 raise UsageError(f"--compare_torch goes with --mode=training, not --mode={self.mode}")
             check_torch_comparable(self)
+        if self.pipeline_source != "arrays" and self.mode != "data_pipeline":
+            raise UsageError(f"--pipeline_source goes with --mode=data_pipeline, not --mode={self.mode}")
 
 
 def check_torch_comparable(config):
@@ -849,3 +942,64 @@ class TorchReferenceConfig:
     def check(self):
         if self.image_size % 8:
             raise UsageError(f"--image_size must be a multiple of 8, got {self.image_size}")
+
+
+# ========================================================= compare_quality
+# The arms of apps/compare_quality.py: dim_keras's recipes, the authors' step in PyTorch, and the dim_keras
+# encoder at its seeded initialisation (the probe's baseline).
+QUALITY_ARMS = choices.RECIPES + ("torch", "random_init")
+# The torch arm is the authors' CIFAR encoder (32x32 in the paper): datasets whose images it takes as they are.
+TORCH_ARM_DATASETS = ("digits", "cifar10", "cifar100", "folder")
+
+
+@dataclasses.dataclass
+class CompareQualityConfig:
+    """Representation quality at equal epochs (``apps/compare_quality.py``, ``dim_keras.runs.compare_quality``).
+
+    For every seed, each dim_keras recipe of ``--arms`` is one run of ``apps/train.py``'s training (DIM(L)
+    without the prior: gamma = 0) and ``torch`` is the authors' step re-implemented in PyTorch
+    (:mod:`dim_keras.runs.torch_reference`), trained on the same pretraining images for the same epochs; the
+    ``conv``, ``fc`` and ``y`` features of every encoder get the same linear probe (standardised features,
+    logistic regression) on the same data.  ``random_init`` is the dim_keras encoder at its seeded
+    initialisation.  Real CIFAR-10 images: ``--data_dir=../shared/data/cifar10-dev``.
+    """
+    arms: tuple = setting(QUALITY_ARMS, "What to compare: paper and improved (dim_keras's --recipe), torch (the "
+                          "authors' DIM(L) step in PyTorch; needs torch) and random_init (the dim_keras encoder "
+                          "untrained).", element=str, choices=QUALITY_ARMS, min_items=1)
+    seeds: tuple = setting((0, 1, 2), "Seeds; every arm trains once per seed and the table shows mean +- std.",
+                           element=int, min_items=1)
+    threads: int = setting(0, "TensorFlow intra-op threads and torch threads; 0 = all cores.", minimum=0)
+    output_dir: str = setting("saved_models/compare_quality", "Where each run goes (<arm>-seed<seed>/) and "
+                              "compare_quality.json / .png; rerun with the same directory to reuse the finished "
+                              "runs and resume an unfinished dim_keras one.", path="output_dir")
+    json: bool = setting(False, "Print the results as a JSON object on the last line.")
+    train: TrainConfig = nested(
+        TrainConfig, "Settings of every arm's training (the dim_keras runs take the rest from apps/train.py's "
+        "defaults: the paper's DIM(L) with gamma = 0).",
+        only=("dataset", "data_dir", "download", "epochs", "batch_size", "steps_per_epoch", "probe_max_train",
+              "monitor_every", "monitor_examples", "jit_compile", "verbose"),
+        dataset="cifar10", epochs=10, monitor_every=1, verbose=2)
+
+    def check(self):
+        for name in ("arms", "seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        if self.train.dataset in WITHOUT_CLASS_LABELS:
+            raise UsageError(f"the linear probe needs class labels and {self.train.dataset} has none (its labels "
+                             "are attributes)")
+        if self.train.dataset == "folder" and not self.train.data_dir:
+            raise UsageError("--dataset=folder needs --data_dir (a folder of <class>/<image> files)")
+        if "torch" in self.arms:
+            if self.train.dataset not in TORCH_ARM_DATASETS:
+                raise UsageError(f"--arms=torch is the authors' CIFAR encoder (32x32 images); {self.train.dataset} "
+                                 f"is not: use {', '.join(TORCH_ARM_DATASETS)}, or leave torch out of --arms")
+            import importlib.util
+            if importlib.util.find_spec("torch") is None:
+                raise UsageError("--arms=torch needs PyTorch (pip install torch; a dev-only tool, not a dependency "
+                                 "of dim_keras): install it or leave torch out of --arms")
+
+    def run_config(self, arm, seed, output_dir, resume=False):
+        """The :class:`TrainConfig` of dim_keras arm ``arm`` (a recipe) with ``seed``: DIM(L) without the prior."""
+        return dataclasses.replace(self.train, recipe=arm, gamma=0.0, seed=seed, output_dir=output_dir,
+                                   probe=True, resume=resume)

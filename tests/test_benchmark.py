@@ -93,6 +93,7 @@ def test_sweep_prints_a_markdown_table():
     (["--sweep"], "Unknown command line flag 'sweep'"),  # the old boolean modes are gone
     (["--mode=sweep", "--local_samples=4"], "--sweep_local_samples"),
     (["--mode=data_pipeline", "--compare_torch"], "--compare_torch goes with --mode=training"),
+    (["--pipeline_source=png"], "--pipeline_source goes with --mode=data_pipeline"),
     (["--compare_torch", "--local_critic=bilinear"], "--local_critic=dot"),
     (["--compare_torch", "--image_size=24"], "dcgan encoder"),  # auto picks the small encoder below 29 px
     (["--compare_torch", "--prior=gaussian"], "--prior=uniform"),
@@ -141,6 +142,14 @@ def test_data_pipeline_result():
     assert result["mode"] == "data_pipeline" and result["images_per_s"] > 0
     assert result["config"]["image_size"] == 16 and result["config"]["source_image_size"] == 18
     assert "data pipeline" in bench.summary(result)
+
+
+@pytest.mark.parametrize("source", ["png", "jpeg", "tfrecord"])
+def test_data_pipeline_streams_generated_files(source):
+    result = bench.benchmark(tiny_config(mode="data_pipeline", steps=3, pipeline_source=source, pipeline_images=40))
+    assert result["source"] == f"dim_keras.data.make_dataset streaming {source}" and result["images_per_s"] > 0
+    assert result["config"]["source_image_size"] == 16 and result["source_bytes"] > 0
+    assert f"streaming {source}" in bench.summary(result)
 
 
 def test_matmul_peak_result():

@@ -15,7 +15,7 @@ from dim_keras.errors import DataError, UsageError
 
 ALL_CONFIGS = (config.TrainConfig, config.GenerateConfig, config.EvaluateConfig, config.EstimateMIConfig,
                config.AblationConfig, config.BenchmarkConfig, config.TorchReferenceConfig, config.MILabConfig,
-               config.MineGANConfig, config.BottleneckConfig)
+               config.MineGANConfig, config.BottleneckConfig, config.CompareQualityConfig, config.PrepareDataConfig)
 
 
 def test_config_and_cli_import_without_tensorflow():
@@ -214,7 +214,9 @@ APPS = {("apps", "train.py"): config.TrainConfig, ("apps", "generate.py"): confi
         ("apps", "evaluate.py"): config.EvaluateConfig, ("apps", "estimate_mi.py"): config.EstimateMIConfig,
         ("apps", "benchmark.py"): config.BenchmarkConfig, ("apps", "torch_reference.py"): config.TorchReferenceConfig,
         ("apps", "mi_lab.py"): config.MILabConfig, ("apps", "mine_gan.py"): config.MineGANConfig,
-        ("apps", "mine_bottleneck.py"): config.BottleneckConfig, ("tuning", "ablation.py"): config.AblationConfig}
+        ("apps", "mine_bottleneck.py"): config.BottleneckConfig, ("tuning", "ablation.py"): config.AblationConfig,
+        ("apps", "compare_quality.py"): config.CompareQualityConfig,
+        ("apps", "prepare_data.py"): config.PrepareDataConfig}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

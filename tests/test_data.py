@@ -80,7 +80,8 @@ def test_dataset_defaults_follow_the_paper():
     assert dataset_defaults("tiny_imagenet")["num_classes"] == 200
     assert dataset_defaults("celeb_a")["label_kind"] == "attributes"
     assert dataset_defaults("folder")["image_size"] is None
-    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist"}
+    assert set(DATASETS) == {"digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist",
+                             "tfrecord"}
     assert all(dataset_defaults(name)["pretrain_flip"] is False for name in DATASETS if name != "stl10")
 
 
@@ -560,3 +561,208 @@ def test_load_evaluation_data_subsamples_and_crops_like_its_parts():
     assert data.label_kind == "class" and data.class_names == [str(d) for d in range(10)]
     whole = load_evaluation_data("digits")
     assert len(whole.train_images) == len(train) and whole.train_images.shape[1:] == (32, 32, 3)
+
+
+# ------------------------------------------------------------------------------------------------- streaming
+
+
+def _numbered_folder(directory, count, side=8):
+    """count images whose every pixel value encodes the image number k: red = k, green = 255 - k."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        image = np.zeros((side, side, 3), np.uint8)
+        image[..., 0], image[..., 1] = k, 255 - k
+        Image.fromarray(image).save(directory / f"{k:03d}.png")
+    return directory
+
+
+def _numbers(batch):
+    return np.round(np.asarray(batch)[:, 0, 0, 0] * 255).astype(int).tolist()
+
+
+def test_streamed_folder_gives_the_loaded_pixels_and_labels(tmp_path, rng):
+    formats.write_folder(tmp_path, rng, ("dog", "cat", "eel"), n_per_class=5, size=(20, 24))
+    # A TIFF named .png: tf.io cannot decode it, PIL can (the fallback decoder of both paths).
+    tiff = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+    Image.fromarray(tiff).save(tmp_path / "cat" / "img_zzz.png", format="TIFF")
+    for split in ("train", "test"):
+        loaded = load_split("folder", split, data_dir=tmp_path)
+        stream = load_split("folder", split, data_dir=tmp_path, streaming="on")
+        assert type(stream).__name__ == "ImageStream" and len(stream) == len(loaded)
+        assert stream.output_shape == loaded.image_shape == (20, 24, 3) and stream.class_names == loaded.class_names
+        images, labels = stream.read_all()
+        np.testing.assert_array_equal(images, loaded.images)
+        np.testing.assert_array_equal(labels, loaded.labels)
+        np.testing.assert_array_equal(stream.read_labels(), loaded.labels)
+        batches = list(make_dataset(stream, True, batch_size=4, training=False))  # evaluation order
+        np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), loaded.labels)
+        np.testing.assert_allclose(np.concatenate([x for x, _ in batches]), loaded.images / 255.0, atol=1e-7)
+        assert stream.skipped.count == 0
+    assert any(np.array_equal(image, tiff) for image in load_split("folder", "train", tmp_path, streaming="on")
+               .read_all()[0]) or any(np.array_equal(image, tiff) for image in load_split("folder", "test", tmp_path)
+                                       .images)
+    resized = load_split("folder", "train", data_dir=tmp_path, image_size=12, streaming="on")
+    np.testing.assert_array_equal(resized.read_all()[0], load_split("folder", "train", tmp_path, image_size=12).images)
+
+
+def test_unreadable_files_are_skipped_counted_and_named_or_stop_with_strict(tmp_path):
+    from dim_keras.data import SkippedImages, raising_data_errors
+    folder = _numbered_folder(tmp_path / "images", 20)
+    (folder / "003.png").write_bytes(b"not an image at all")
+    (folder / "011.png").write_bytes((folder / "012.png").read_bytes()[:40])  # truncated
+    skipped = SkippedImages()
+    stream = load_split("folder", "train", folder, streaming="on", skipped=skipped)
+    (folder / "007.png").unlink()  # vanishes after the listing (a network share, a cleanup job)
+    dataset = make_dataset(stream, batch_size=1, training=True, seed=0)
+    seen = [_numbers(batch)[0] for batch in dataset.take(2 * 16)]  # enough for two passes over the train split
+    bad = {3, 7, 11}
+    listed = [int(os.path.basename(p)[:3]) for p in (os.fsdecode(p) for p in stream.source.paths)]
+    expected = sorted(set(listed) - bad)
+    assert sorted(set(seen)) == expected and not bad & set(seen)
+    first_pass = len(expected)
+    assert sorted(seen[:first_pass]) == expected  # a pass is every readable file once
+    in_train = sorted(bad & set(listed))
+    assert skipped.count == len(in_train)  # each bad file counted once, however many passes met it
+    assert sorted(int(os.path.basename(p)[:3]) for p in skipped.first) == in_train
+    assert f"skipped {len(in_train)} unreadable image file(s)" in skipped.summary()
+
+    strict = SkippedImages(strict=True)
+    with pytest.raises(DataError, match=r"cannot decode image .*/0(03|11)\.png") as info:
+        with raising_data_errors(strict):
+            for split in ("train", "test"):  # the two bad files left are in one of them
+                for _ in make_dataset(load_split("folder", split, folder, streaming="on", skipped=strict),
+                                      batch_size=2, training=False):
+                    pass
+    assert_one_line(info)
+    # Arrays (--streaming=off) skip into the same collector instead of stopping the load.
+    arrays = SkippedImages()
+    split = load_split("folder", "train", folder, skipped=arrays)
+    listed = [int(os.path.basename(os.fsdecode(p))[:3])
+              for p in load_split("folder", "train", folder, streaming="on").source.paths]
+    assert len(split) == len(set(listed) - bad) and arrays.count == len(bad & set(listed))
+    assert sorted(_numbers(split.images / 255.0)) == sorted(set(listed) - bad)
+
+
+def test_a_folder_of_non_images_is_refused_at_once(tmp_path):
+    for k in range(20):
+        (tmp_path / f"{k:02d}.png").write_bytes(b"<html>not a picture</html>")
+    with pytest.raises(DataError, match="none of the first 16 images of the train split can be read") as info:
+        load_split("folder", "train", tmp_path, image_size=8, streaming="on")
+    assert_one_line(info)
+    with pytest.raises(DataError, match="no images found"):
+        load_split("folder", "train", tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None,
+                   streaming="on")
+
+
+def test_streamed_training_order_is_seeded_per_epoch_and_sharded_by_files(tmp_path):
+    folder = _numbered_folder(tmp_path / "images", 30)  # train split: 24 files
+    stream = load_split("folder", "train", folder, streaming="on")
+    names = sorted(int(os.path.basename(os.fsdecode(p))[:3]) for p in stream.source.paths)
+
+    def epochs(seed, count=2, **shard):
+        dataset = make_dataset(stream, batch_size=4, training=True, seed=seed, **shard)
+        per_epoch = len(stream) // 4 // shard.get("num_shards", 1)
+        batches = [_numbers(batch) for batch in dataset.repeat().take(count * per_epoch)]
+        return [sum(batches[e * per_epoch:(e + 1) * per_epoch], []) for e in range(count)]
+
+    first, twin, other = epochs(3), epochs(3), epochs(4)
+    assert first == twin  # the same seed: the same order in every epoch
+    assert sorted(first[0]) == sorted(first[1]) == names  # each epoch is every file once
+    assert first[0] != first[1] and first[0] != other[0]  # reshuffled per epoch, and per seed
+    shards = [epochs(3, num_shards=3, shard_index=index) for index in range(3)]
+    for epoch in range(2):
+        parts = [set(shard[epoch]) for shard in shards]
+        assert sum(len(part) for part in parts) == len(names) and set.union(*parts) == set(names)
+    assert shards[0] == epochs(3, num_shards=3, shard_index=0)  # deterministic per seed and shard
+    with pytest.raises(DataError, match="num_shards applies to streams"):
+        make_dataset(np.zeros((4, 8, 8, 3), np.uint8), batch_size=2, training=True, num_shards=2)
+
+
+def test_augmentation_of_streamed_batches_takes_exact_windows_of_the_padded_images(tmp_path, rng):
+    for k in range(12):  # one image per class: the label says which image a crop came from
+        (tmp_path / f"c{k:02d}").mkdir()
+        Image.fromarray(rng.integers(0, 256, size=(10, 9, 3), dtype=np.uint8)).save(tmp_path / f"c{k:02d}" / "a.png")
+    stream = load_split("folder", "train", tmp_path, streaming="on")
+    loaded = load_split("folder", "train", tmp_path)
+    source = {int(label): image for image, label in zip(loaded.images, loaded.labels)}
+    dataset = make_dataset(stream, True, batch_size=5, training=True, seed=3, crop_size=(8, 7), flip=True, pad=2)
+    offsets, flips = set(), 0
+    for x, y in list(dataset) + list(dataset):
+        assert x.shape == (5, 8, 7, 3) and x.dtype == np.float32
+        for crop, label in zip(x.numpy(), y.numpy()):
+            pixels = np.round(crop * 255.0).astype(np.uint8)
+            padded = np.pad(source[int(label)], [(2, 2), (2, 2), (0, 0)], mode="reflect")
+            matches = [(top, left, flipped) for top in range(7) for left in range(7) for flipped in (False, True)
+                       if np.array_equal(pixels, (padded[top:top + 8, left:left + 7])[:, ::-1 if flipped else 1])]
+            assert matches, "a streamed training crop must be a (flipped) window of its padded source image"
+            offsets.add(matches[0][:2])
+            flips += matches[0][2]
+    assert len(offsets) > 3 and 0 < flips < 20
+
+
+def test_streaming_auto_follows_the_decoded_size_and_on_needs_a_streamable_source(tmp_path, monkeypatch):
+    from dim_keras.data import load
+    folder = _numbered_folder(tmp_path / "images", 10)
+    assert not load_split("folder", "train", folder, streaming="auto").streaming  # 8 x 8x8x3 bytes: in memory
+    monkeypatch.setattr(load, "STREAMING_AUTO_BYTES", 8 * 8 * 8 * 3 - 1)
+    stream = load_split("folder", "train", folder, streaming="auto")
+    assert stream.streaming and stream.decoded_bytes == 8 * 8 * 8 * 3
+    with pytest.raises(DataError, match="digits: it can only be loaded into memory.*apps/prepare_data.py") as info:
+        load_split("digits", "train", streaming="on")
+    assert_one_line(info)
+    with pytest.raises(DataError, match="unknown streaming mode"):
+        load_split("digits", "train", streaming="sometimes")
+
+
+def test_tfds_streams_give_the_tfds_arrays(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=6):
+        loaded = load_split("cifar10", "test", data_dir=tmp_path)
+        stream = load_split("cifar10", "test", data_dir=tmp_path, streaming="on")
+        images, labels = stream.read_all()
+        assert stream.output_shape == (32, 32, 3) and stream.label_kind == "class"
+        batches = list(make_dataset(stream, True, batch_size=4, training=True, seed=0, pad=4, flip=True))
+        pretrain = load_split("stl10", "pretrain", streaming="on")
+        assert pretrain.label_kind is None and pretrain.read_labels() is None
+    np.testing.assert_array_equal(images, loaded.images)
+    np.testing.assert_array_equal(labels, loaded.labels)
+    assert len(batches) == 1 and batches[0][0].shape == (4, 32, 32, 3)
+
+
+def test_streamed_evaluation_data_and_probe_give_the_in_memory_numbers(tmp_path, rng):
+    from dim_keras.config import TrainConfig
+    from dim_keras.data import load_evaluation_data
+    from dim_keras.evaluation import encode
+    from dim_keras.runs.train import linear_probe, load_probe_data
+
+    formats.write_folder(tmp_path, rng, ("a", "b", "c"), n_per_class=30, size=(12, 12))
+    kwargs = dict(max_train=40, max_test=10, seed=5, crop=10)
+    arrays = load_evaluation_data("folder", tmp_path, **kwargs)
+    streams = load_evaluation_data("folder", tmp_path, streaming="on", **kwargs)
+    assert streams.streaming and not arrays.streaming
+    projection = rng.normal(size=(10 * 10 * 3, 6)).astype(np.float32)
+
+    def encoder_fn(images):  # a fixed linear "encoder" of the pixels
+        flat = images.reshape(len(images), -1).astype(np.float32) / 255.0
+        return {"y": flat @ projection, "fc": flat[:, :20], "conv": flat}
+
+    for images, stream_images, labels, stream_labels in ((arrays.train_images, streams.train_images,
+                                                         arrays.train_labels, streams.train_labels),
+                                                        (arrays.test_images, streams.test_images,
+                                                         arrays.test_labels, streams.test_labels)):
+        np.testing.assert_array_equal(stream_labels, labels)
+        features = encode(encoder_fn, images, batch_size=7)
+        streamed = encode(encoder_fn, stream_images, batch_size=7)
+        for name in features:
+            np.testing.assert_array_equal(streamed[name], features[name])
+    config = TrainConfig(dataset="folder", data_dir=str(tmp_path), seed=5, streaming="off")
+    in_memory = load_probe_data(config, max_train=60)
+    auto = load_probe_data(TrainConfig(dataset="folder", data_dir=str(tmp_path), seed=5), max_train=60)
+    for part, expected in zip(auto, in_memory):  # small: the subset is read into memory, the same arrays
+        np.testing.assert_array_equal(part, expected)
+    streamed = load_probe_data(TrainConfig(dataset="folder", data_dir=str(tmp_path), seed=5, streaming="on"),
+                               max_train=60)
+    assert getattr(streamed[0], "streaming", False) and not getattr(in_memory[0], "streaming", False)
+    encoder_12 = lambda images: encoder_fn(images[:, 1:11, 1:11])  # noqa: E731
+    assert linear_probe(encoder_12, streamed) == linear_probe(encoder_12, in_memory)

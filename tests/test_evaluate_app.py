@@ -146,3 +146,27 @@ def test_semi_supervised_fine_tunes_the_encoder_of_a_deep_infomax_model_keras(tm
     assert "| Semi-supervised fine-tuning (SS) accuracy (%) |" in lines[0]
     with open(tmp_path / "results.json") as stream:
         assert json.load(stream)["measures"] == results["measures"]
+
+
+def test_a_streamed_folder_gives_the_in_memory_numbers_and_leaves_out_pixel_measures(tmp_path, tiny_encoder_paths):
+    from dim_keras.data import load_split
+    digits = load_split("digits", "train")
+    for k, (image, label) in enumerate(zip(digits.images[:200], digits.labels[:200])):
+        (tmp_path / str(label)).mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / str(label) / f"{k:03d}.png")
+    measures = ("knn", "logistic")
+    runs = {streaming: evaluate(EvaluateConfig(encoder=tiny_encoder_paths[0], dataset="folder",
+                                               data_dir=str(tmp_path), metrics=measures, streaming=streaming,
+                                               verbose=0), log=lambda line: None)
+            for streaming in ("off", "on")}
+    assert runs["on"]["measures"] == runs["off"]["measures"]  # encoded as read: the same features, same numbers
+    assert runs["on"]["train_size"] == 160 and runs["on"]["test_size"] == 40
+    with pytest.raises(UsageError, match="--metrics=ms_ssim needs the images in memory and --streaming=on"):
+        evaluate(EvaluateConfig(encoder=tiny_encoder_paths[0], dataset="folder", data_dir=str(tmp_path),
+                                metrics=("ms_ssim",), streaming="on", verbose=0))
+    lines = []
+    evaluate(EvaluateConfig(encoder=tiny_encoder_paths[0], dataset="folder", data_dir=str(tmp_path),
+                            streaming="on", layers=("y",), runs=1, mlp_epochs=1, mlp_last_epochs=1,
+                            estimator_epochs=1, verbose=0), log=lines.append)
+    assert lines[0] == ("ms_ssim, mine left out: they need the images in memory and --streaming=on keeps the "
+                        "images on disk")

@@ -5,7 +5,7 @@ import pytest
 from dim_keras.config import RECIPES, TrainConfig
 from dim_keras.data import dataset_defaults, make_dataset
 from dim_keras.errors import DataError
-from dim_keras.runs.train import augmentation, build_model
+from dim_keras.runs.train import augmentation, build_model, learning_rate
 
 
 def _windows(padded, size):
@@ -38,8 +38,9 @@ def test_pad_crop_flip_gives_windows_of_the_reflect_padded_images():
 def test_recipes_set_the_model_and_the_augmentation():
     paper, improved = TrainConfig(recipe="paper"), TrainConfig(recipe="improved")
     assert paper.recipe == TrainConfig().recipe == "paper"  # the default stays faithful to the paper
-    assert RECIPES["paper"] == {"global_layer_norm": False, "score_scale": 1.0, "score_penalty": 0.0,
-                                "score_clip": None, "pad_crop_flip": False}
+    assert RECIPES["paper"] == {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0,
+                                "score_clip": None, "pad_crop_flip": False, "learning_rate": 1e-4,
+                                "lr_schedule": "constant"}
     cifar, stl = dataset_defaults("cifar10"), dataset_defaults("stl10")
     assert augmentation(paper, cifar, (32, 32, 3)) == {}
     assert augmentation(improved, cifar, (32, 32, 3)) == {"pad": 4, "flip": True}
@@ -53,3 +54,15 @@ def test_recipes_set_the_model_and_the_augmentation():
     assert model.score_penalty == settings["score_penalty"]
     assert model.score_clip == settings["score_clip"]
     assert model.global_layer_norm == settings["global_layer_norm"]
+
+
+def test_learning_rate_follows_the_recipe_unless_given():
+    paper = TrainConfig(recipe="paper", epochs=3)
+    assert learning_rate(paper, steps_per_epoch=10) == 1e-4  # constant, as the paper
+    assert learning_rate(TrainConfig(recipe="paper", learning_rate=3e-4), 10) == 3e-4
+    improved = TrainConfig(recipe="improved", epochs=3)
+    schedule = learning_rate(improved, steps_per_epoch=10)
+    # Cosine decay from the recipe's 5e-4 to 0 over epochs x steps = 30 steps: 5e-4 * (1 + cos(pi t / 30)) / 2.
+    for step, expected in ((0, 5e-4), (15, 2.5e-4), (30, 0.0), (10, 5e-4 * (1 + np.cos(np.pi / 3)) / 2)):
+        assert float(schedule(step)) == pytest.approx(expected, abs=1e-9)
+    assert learning_rate(TrainConfig(recipe="improved", learning_rate=1e-3), None) == 1e-3  # no horizon: constant

@@ -11,7 +11,8 @@ machine.
 import numpy as np
 
 from dim_keras.errors import DataError
-from dim_keras.data.images import IMAGE_EXTENSIONS, as_size, decode_image_files, decode_one, list_image_files
+from dim_keras.data.images import (IMAGE_EXTENSIONS, as_size, decode_image_files_skipping, decode_one,
+                                   list_image_files)
 
 FOLDER_TEST_FRACTION = 0.2
 _SPLIT_SEED = 0
@@ -55,6 +56,11 @@ def folder_test_mask(labels, count):
     return mask
 
 
+# common_size's answers within this process: a run loads the folder's pretraining, train and test splits, and
+# each would otherwise open every header again (seconds per 100k files).  Keyed by the folder and its listing.
+_SIZES = {}
+
+
 def common_size(paths, data_dir):
     """The (height, width) every image of `paths` has; DataError when they differ.
 
@@ -62,6 +68,14 @@ def common_size(paths, data_dir):
     fails at once instead of after decoding everything at the first one's size. Files PIL cannot open are left
     to the decoder (which names a corrupt file).
     """
+    key = (str(data_dir.resolve()), len(paths), str(paths[0]), str(paths[-1]))
+    if key not in _SIZES:
+        _SIZES.clear()  # one folder at a time
+        _SIZES[key] = _common_size(paths, data_dir)
+    return _SIZES[key]
+
+
+def _common_size(paths, data_dir):
     from PIL import Image
 
     first = None
@@ -83,12 +97,9 @@ def common_size(paths, data_dir):
     return first[0] if first is not None else tuple(decode_one(paths[0], what="folder").shape[:2])
 
 
-def load_folder(split, data_dir, image_size=None):
-    """Images uint8 [N, H, W, 3] (common size), labels int64 [N] or None, class names.
-
-    `image_size` (int or (h, w)) resizes every image; None keeps their own size, which must be the same for all
-    (`common_size`).
-    """
+def folder_listing(split, data_dir, image_size=None):
+    """``(paths, labels or None, class_names, (height, width))`` of a split of the folder: the files are listed
+    once and nothing is decoded (sizes come from the headers, `common_size`, unless ``image_size`` is given)."""
     paths, labels, class_names = scan_folder(data_dir)
     size = as_size(image_size)
     if size is None:
@@ -98,5 +109,18 @@ def load_folder(split, data_dir, image_size=None):
     kept_paths = [path for path, kept in zip(paths, keep) if kept]
     if not kept_paths:
         raise DataError(f"folder: too few images in {data_dir} for a {split} split ({len(paths)} in all)")
-    images = decode_image_files(kept_paths, size, what="folder")
-    return images, None if labels is None else labels[keep], class_names
+    return kept_paths, None if labels is None else labels[keep], class_names, size
+
+
+def load_folder(split, data_dir, image_size=None, skipped=None):
+    """Images uint8 [N, H, W, 3] (common size), labels int64 [N] or None, class names.
+
+    `image_size` (int or (h, w)) resizes every image; None keeps their own size, which must be the same for all
+    (`common_size`).  Unreadable files are a DataError, or skipped into ``skipped`` (a `SkippedImages`).
+    """
+    paths, labels, class_names, size = folder_listing(split, data_dir, image_size)
+    images, readable = decode_image_files_skipping(paths, size, what="folder", skipped=skipped)
+    if not len(images):
+        raise DataError(f"folder: none of the {len(paths)} {split} images in {data_dir} can be read "
+                        f"(e.g. {paths[0]})")
+    return images, None if labels is None else labels[readable], class_names

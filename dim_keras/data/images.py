@@ -1,4 +1,11 @@
-"""Decoding image files into uint8 arrays (tf.io first, PIL as fallback), with optional center crop and resize."""
+"""Decoding image files into uint8 arrays (tf.io first, PIL as fallback), with optional center crop and resize.
+
+Unreadable files: by default the first one is a DataError naming it.  With a `SkippedImages` collector they are
+skipped instead, counted, and the first few are listed (`--strict` turns the collector back into the error), so
+that one bad file in a folder of a million photos never ends a run hours in.
+"""
+
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -9,6 +16,67 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 # Files decoded per tf.data batch; also the granularity at which a decoding failure is re-examined file by file.
 _DECODE_BATCH = 256
+
+
+class SkippedImages:
+    """Unreadable image files met while loading or streaming: how many, and the first `MAX_LISTED` paths.
+
+    Shared by the threads of a tf.data pipeline (its fallback decoder runs in them), hence the lock.  With
+    ``strict`` the first unreadable file raises its DataError instead (and keeps it in ``error``, since inside
+    tf.data the exception reaches the caller as a tf.errors.OpError: see :func:`raising_data_errors`).
+    """
+
+    MAX_LISTED = 5
+
+    def __init__(self, strict=False):
+        self.strict = bool(strict)
+        self.first = []
+        self.error = None
+        self._seen = set()  # every epoch meets the same bad files again: each is counted once
+        self._lock = threading.Lock()
+
+    @property
+    def count(self):
+        return len(self._seen)
+
+    def add(self, path, error):
+        """Records unreadable ``path`` (``error``: its DataError); raises it when strict."""
+        with self._lock:
+            if self.strict:
+                self.error = self.error or error
+                raise error
+            if str(path) in self._seen:
+                return
+            self._seen.add(str(path))
+            if len(self.first) < self.MAX_LISTED:
+                self.first.append(str(path))
+
+    def summary(self, total=None):
+        """One line for the end of a run, or None when nothing was skipped."""
+        if not self.count:
+            return None
+        of = f" of {total}" if total is not None else ""
+        more = ", ..." if self.count > len(self.first) else ""
+        return (f"skipped {self.count} unreadable image file(s){of} (first: {', '.join(self.first)}{more}); "
+                f"--strict stops at the first instead")
+
+    def as_dict(self):
+        return {"count": self.count, "first": list(self.first)}
+
+
+class raising_data_errors:
+    """Context manager: a tf.errors.OpError caused by a strict `SkippedImages` becomes its one-line DataError."""
+
+    def __init__(self, skipped):
+        self.skipped = skipped
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, tf.errors.OpError) and getattr(self.skipped, "error", None):
+            raise self.skipped.error from None
+        return False
 
 
 def as_size(size):
@@ -85,9 +153,18 @@ def decode_image_files(paths, size, center_crop=None, what="images"):
 
     A failing batch is re-decoded file by file so that the error names the culprit (or PIL rescues it).
     """
+    images, _ = decode_image_files_skipping(paths, size, center_crop, what)
+    return images
+
+
+def decode_image_files_skipping(paths, size, center_crop=None, what="images", skipped=None):
+    """`decode_image_files` that skips unreadable files when ``skipped`` (a `SkippedImages`) is given:
+    ``(images of the readable files, in order; boolean mask [len(paths)] of which were read)``.
+    Without ``skipped`` the first unreadable file is a DataError."""
     paths = [str(path) for path in paths]
     size = as_size(size)
     images = np.empty((len(paths), size[0], size[1], 3), np.uint8)
+    readable = np.ones(len(paths), bool)
 
     def decode(path):
         return fit_image(_tf_decode(path), size, center_crop)
@@ -107,9 +184,51 @@ def decode_image_files(paths, size, center_crop=None, what="images"):
             # The failing batch is the one starting at `start`; a fresh pipeline resumes after it.
             stop = min(start + _DECODE_BATCH, len(paths))
             for index in range(start, stop):
-                images[index] = decode_one(paths[index], size, center_crop, what)
+                try:
+                    images[index] = decode_one(paths[index], size, center_crop, what)
+                except DataError as error:
+                    if skipped is None:
+                        raise
+                    skipped.add(paths[index], error)
+                    readable[index] = False
             start = stop
-    return images
+    if not readable.all():
+        images = images[readable]
+    return images, readable
+
+
+def decode_or_fall_back(path, size, center_crop=None, what="images", skipped=None):
+    """In-graph: ``(uint8 image [size[0], size[1], 3], readable bool)`` of the file at ``path`` (a string tensor).
+
+    tf.io decodes it; a file tf.io cannot read (corrupt, missing, a 32-bit BMP) goes to PIL in Python, as in
+    `decode_one`, so streamed pixels equal loaded ones.  A file neither can read is recorded in ``skipped``
+    (raising its DataError when ``skipped`` is None or strict) and comes back as zeros with readable False.
+    The error is caught without Python on the common path: the tf.io decode runs in a one-element dataset
+    whose errors are ignored, and the PIL fallback, concatenated behind it, is pulled only when it came back
+    empty.  Use it inside ``Dataset.interleave``, which flattens the one-element datasets this returns.
+    """
+    size = as_size(size)
+
+    def fallback(path_bytes):
+        path_text = path_bytes.decode("utf-8", "surrogateescape")
+        try:
+            return _pil_decode(path_text, what), True
+        except DataError as error:
+            if skipped is None:
+                raise
+            skipped.add(path_text, error)
+            return np.zeros((1, 1, 3), np.uint8), False
+
+    def from_tf(path):
+        return fit_image(_tf_decode(path), size, center_crop), tf.constant(True)
+
+    def from_pil(path):
+        image, readable = tf.numpy_function(fallback, [path], [tf.uint8, tf.bool], stateful=True)
+        image = tf.ensure_shape(image, [None, None, 3])
+        return fit_image(image, size, center_crop), tf.ensure_shape(readable, [])
+
+    one = tf.data.Dataset.from_tensors(path)
+    return one.map(from_tf).ignore_errors().concatenate(one.map(from_pil)).take(1)
 
 
 def list_image_files(directory, recursive=False):

@@ -1,4 +1,4 @@
-"""`make_dataset`: tf.data input pipelines over uint8 image arrays, with the paper's STL-10 augmentation.
+"""`make_dataset`: tf.data input pipelines over uint8 image arrays or streams, with the paper's STL-10 augmentation.
 
 Design:
 - The pipeline runs over *indices*: shuffling permutes indices, and each batch gathers its images at once.
@@ -10,6 +10,9 @@ Design:
   shuffle this makes every epoch of a pipeline built with the same seed identical across runs, while
   successive epochs differ from each other.
 - Crops are exact integer windows gathered per element (no interpolation); flips reverse the width axis.
+- A streaming source (`dim_keras.data.streaming.ImageStream`) gives decoded uint8 images instead of indices
+  into an array: they are shuffled by the same seed (file positions, or records through a buffer), zipped with
+  the same random integers, batched, and go through the same augmentation function as array batches.
 """
 
 import numpy as np
@@ -36,12 +39,16 @@ def make_dataset(
     pad=0,
     drop_remainder=None,
     cache=True,
+    num_shards=1,
+    shard_index=0,
 ):
     """A tf.data.Dataset of float32 images in [0, 1], batched (and (images, labels) tuples when labels given).
 
     Args:
-      images: uint8 array [N, H, W, C] (numpy or np.memmap; never copied into the graph when large).
-      labels: optional array [N, ...] (int64 class ids or [N, 40] attributes), batched along with the images.
+      images: uint8 array [N, H, W, C] (numpy or np.memmap; never copied into the graph when large), or an
+        `ImageStream` read from disk while it is iterated.
+      labels: optional array [N, ...] (int64 class ids or [N, 40] attributes), batched along with the images;
+        for a stream, True batches the stream's own labels.
       batch_size: examples per batch.
       training: True: reshuffle every epoch, random crops of `crop_size`, random horizontal flips if `flip`
         (the paper's STL-10 pretraining: 64x64 random crops of the 96x96 images plus flips, Sec. 4).
@@ -54,12 +61,27 @@ def make_dataset(
         `crop_size` (default: the original size) - the standard CIFAR augmentation is pad 4, crop 32.
       drop_remainder: drop a last partial batch; default True when training (DIM's negatives need full
         batches), False otherwise.
-      cache: keep evaluation batches in memory after the first pass (ignored for training, and for outputs
-        whose float32 size exceeds 1 GiB).
+      cache: keep evaluation batches in memory after the first pass (ignored for training, for streams, and
+        for outputs whose float32 size exceeds 1 GiB).
+      num_shards, shard_index: streams only: this worker reads only its share of the files (tf.distribute's
+        auto-sharding is then switched off for the pipeline; docs/DISTRIBUTED.md).  Arrays are sharded by
+        tf.distribute itself (its DATA policy).
     """
-    images = _check_images(images)
-    count, height, width, channels = images.shape
-    if labels is not None:
+    stream = getattr(images, "streaming", False)
+    if stream:
+        if len(images) == 0:
+            raise DataError("no images to make a dataset of")
+        count, (height, width, channels) = len(images), images.output_shape
+        if labels is not None and labels is not True:
+            raise DataError("a stream batches its own labels: pass labels=True (or None)")
+        if labels is True and images.label_kind is None:
+            raise DataError(f"{images.name} {images.split} has no labels")
+    else:
+        images = _check_images(images)
+        count, height, width, channels = images.shape
+        if num_shards != 1:
+            raise DataError("num_shards applies to streams; tf.distribute shards arrays itself")
+    if labels is not None and not stream:
         labels = np.asarray(labels)
         if len(labels) != count:
             raise DataError(f"{len(labels)} labels for {count} images")
@@ -81,6 +103,12 @@ def make_dataset(
         raise DataError(f"only {count} images for a batch of {batch_size} (pass a smaller batch_size)")
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
 
+    augment = _augmenter(training=training, crop=crop, pad=pad, flip=flip, height=height, width=width,
+                         channels=channels)
+    if stream:
+        return _stream_dataset(images, labels is True, batch_size, training, shuffle_seed, augment_seed,
+                               drop_remainder, augment, num_shards, shard_index)
+
     indices = tf.data.Dataset.range(count)
     if training:
         indices = indices.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -92,10 +120,29 @@ def make_dataset(
 
     gather_images = _image_gatherer(images)
     labels_tensor = None if labels is None else tf.constant(labels)
-    out_height, out_width = crop if crop is not None else (height, width)
 
     def load_batch(batch_indices, batch_randoms):
-        batch = gather_images(batch_indices)
+        batch = augment(gather_images(batch_indices), batch_randoms)
+        if labels_tensor is None:
+            return batch
+        return batch, tf.gather(labels_tensor, batch_indices)
+
+    dataset = elements.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    out_height, out_width = crop if crop is not None else (height, width)
+    if cache and not training and count * out_height * out_width * channels * 4 <= _MAX_CACHE_BYTES:
+        dataset = dataset.cache()
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _augmenter(*, training, crop, pad, flip, height, width, channels):
+    """uint8 batch [B, H, W, C] and its random integers [B, 3] -> float32 batch in [0, 1]: reflect-pad, crop
+    (random windows when training, else central), random flips when training; the same for arrays and
+    streams."""
+    out_height, out_width = crop if crop is not None else (height, width)
+
+    def augment(batch, batch_randoms):
         if pad:
             batch = tf.pad(batch, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         if crop is not None:
@@ -104,16 +151,36 @@ def make_dataset(
             flipped = tf.equal(batch_randoms[:, 2] % 2, 1)
             batch = tf.where(flipped[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
         batch = tf.cast(batch, tf.float32) / 255.0
-        batch = tf.ensure_shape(batch, [None, out_height, out_width, channels])
-        if labels_tensor is None:
-            return batch
-        return batch, tf.gather(labels_tensor, batch_indices)
+        return tf.ensure_shape(batch, [None, out_height, out_width, channels])
+
+    return augment
+
+
+def _stream_dataset(stream, with_labels, batch_size, training, shuffle_seed, augment_seed, drop_remainder,
+                    augment, num_shards, shard_index):
+    """`make_dataset` over an ImageStream: decoded elements, shuffled and sharded by the stream
+    (`ImageStream.elements`), zipped with the augmentation randoms, batched, augmented."""
+    elements = stream.elements(shuffle_seed=shuffle_seed if training else None, num_shards=num_shards,
+                               shard_index=shard_index)
+    if training:
+        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(3)
+        elements = tf.data.Dataset.zip(elements, randoms)
+    else:
+        elements = elements.map(lambda *element: (element, tf.zeros([3], tf.int64)))
+    elements = elements.batch(batch_size, drop_remainder=drop_remainder)
+
+    def load_batch(element, batch_randoms):
+        batch_images, batch_labels, _ = element
+        batch = augment(batch_images, batch_randoms)
+        return (batch, batch_labels) if with_labels else batch
 
     dataset = elements.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache and not training and count * out_height * out_width * channels * 4 <= _MAX_CACHE_BYTES:
-        dataset = dataset.cache()
     options = tf.data.Options()
     options.deterministic = True
+    if num_shards > 1:
+        # Sharded here, by files: tf.distribute must not shard again (its AUTO policy would fall back to
+        # sharding the already-sharded elements, and each worker would train on 1/W of its own share).
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 

@@ -13,7 +13,7 @@ Modules: `features` (encoding), `probes` (SVM, logistic, MLP, k-NN, attributes),
 measure), `neighbours` (App. A.4 figure), `suite` and `report`.
 """
 
-from dim_keras.evaluation.features import PAPER_LAYERS, FeatureSet, encode, keras_encoder_fn
+from dim_keras.evaluation.features import PAPER_LAYERS, FeatureSet, encode, encode_stream, keras_encoder_fn
 from dim_keras.evaluation.mine import gaussian_mutual_information, mine_estimate
 from dim_keras.evaluation.ms_ssim import ms_ssim, ms_ssim_settings
 from dim_keras.evaluation.ndm import gaussian_total_correlation, neural_dependency_measure

@@ -41,7 +41,12 @@ def encode(encoder_fn, images_uint8, batch_size=256, names=None, verbose=0):
 
     Returns:
         dict ``name -> float32 array [N, D]`` (each feature flattened).
+
+    ``images_uint8`` may also be a `dim_keras.data.ImageStream`: its batches are read from disk as they are
+    encoded and only the features are kept (`encode_stream`, which also returns the labels).
     """
+    if getattr(images_uint8, "streaming", False):
+        return encode_stream(encoder_fn, images_uint8, batch_size, names, verbose)[0]
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3:
         raise ValueError(f"images must be [N, H, W, 3], got shape {images_uint8.shape}")
@@ -53,22 +58,53 @@ def encode(encoder_fn, images_uint8, batch_size=256, names=None, verbose=0):
     progbar = keras.utils.Progbar(count, unit_name="image", verbose=progress_verbosity(1)) if verbose else None
     chunks = {}
     for start in range(0, count, batch_size):
-        outputs = encoder_fn(images_uint8[start:start + batch_size])
-        if not isinstance(outputs, dict):
-            raise ValueError("encoder_fn must return a dict of feature tensors")
-        wanted = outputs.keys() if names is None else names
-        for name in wanted:
-            if name not in outputs:
-                raise ValueError(
-                    f"the encoder has no feature {name!r}; it returns {', '.join(sorted(outputs))}"
-                )
-            value = _as_numpy(outputs[name]).astype(np.float32, copy=False)
-            chunks.setdefault(name, []).append(value.reshape(len(value), -1))
+        _features_of(encoder_fn(images_uint8[start:start + batch_size]), names, chunks)
         if progbar is not None:
             progbar.update(min(start + batch_size, count))
     if count == 0:
         raise ValueError("no images to encode")
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def _features_of(outputs, names, chunks):
+    if not isinstance(outputs, dict):
+        raise ValueError("encoder_fn must return a dict of feature tensors")
+    for name in outputs.keys() if names is None else names:
+        if name not in outputs:
+            raise ValueError(f"the encoder has no feature {name!r}; it returns {', '.join(sorted(outputs))}")
+        value = _as_numpy(outputs[name]).astype(np.float32, copy=False)
+        chunks.setdefault(name, []).append(value.reshape(len(value), -1))
+
+
+def encode_stream(encoder_fn, stream, batch_size=256, names=None, verbose=0):
+    """`encode` of a `dim_keras.data.ImageStream`: ``(features, labels)`` in the stream's source order.
+
+    The stream is read in order, ``batch_size`` images at a time (the same batches `encode` makes of the
+    same images held as an array, so the features are identical), and only the features are kept: memory
+    grows with the number of images times the feature width, never with the images.  Unreadable files are
+    skipped (the stream's `SkippedImages`), so ``labels`` (None when unlabelled) are those of the encoded
+    images.
+    """
+    from dim_keras.data import raising_data_errors
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    progbar = keras.utils.Progbar(len(stream), unit_name="image", verbose=progress_verbosity(1)) if verbose else None
+    chunks, labels, indices, done = {}, [], [], 0
+    with raising_data_errors(stream.skipped):
+        for image_batch, label_batch, index_batch in stream.batches(batch_size):
+            _features_of(encoder_fn(image_batch.numpy()), names, chunks)
+            labels.append(label_batch.numpy())
+            indices.append(index_batch.numpy())
+            done += len(index_batch)
+            if progbar is not None:
+                progbar.update(done)
+    if not done:
+        raise ValueError("no images to encode")
+    # Records are read a few shards at a time: back to source order (image files already are in it).
+    order = np.argsort(np.concatenate(indices), kind="stable")
+    features = {name: np.concatenate(parts)[order] for name, parts in chunks.items()}
+    return features, None if stream.label_kind is None else np.concatenate(labels)[order]
 
 
 def keras_encoder_fn(encoder, training=False):
@@ -143,16 +179,29 @@ class FeatureSet:
     def from_encoder(cls, encoder_fn, train_images, test_images, train_labels=None,
                      test_labels=None, batch_size=256, names=PAPER_LAYERS,
                      keep_images=True, class_names=None, verbose=0):
-        """Encodes both splits once (see `encode`)."""
-        train = encode(encoder_fn, train_images, batch_size, names, verbose)
-        test = encode(encoder_fn, test_images, batch_size, names, verbose)
+        """Encodes both splits once (see `encode`).
+
+        A split given as a `dim_keras.data.ImageStream` is encoded as it is read and its labels are those the
+        stream gives with the images (unreadable files skipped; ``train_labels`` / ``test_labels`` then only
+        say whether to keep labels); its images are not kept.
+        """
+        splits = []
+        for images, labels in ((train_images, train_labels), (test_images, test_labels)):
+            if getattr(images, "streaming", False):
+                features, streamed = encode_stream(encoder_fn, images, batch_size, names, verbose)
+                splits.append((features, None if labels is None else streamed, None))
+            else:
+                splits.append((encode(encoder_fn, images, batch_size, names, verbose),
+                               None if labels is None else np.asarray(labels),
+                               np.asarray(images) if keep_images else None))
+        (train, train_labels, train_images), (test, test_labels, test_images) = splits
         return cls(
             train=train,
             test=test,
-            train_labels=None if train_labels is None else np.asarray(train_labels),
-            test_labels=None if test_labels is None else np.asarray(test_labels),
-            train_images=np.asarray(train_images) if keep_images else None,
-            test_images=np.asarray(test_images) if keep_images else None,
+            train_labels=train_labels,
+            test_labels=test_labels,
+            train_images=train_images,
+            test_images=test_images,
             class_names=None if class_names is None else tuple(class_names),
         )
 

@@ -65,7 +65,7 @@ def measure_encoder(encoder_fn, config, measures):
     data = load_evaluation_data(  # cropped to the encoder's input size (e.g. STL-10's central 64 x 64)
         train_config.dataset, train_config.data_dir, download=train_config.download,
         image_size=train_config.image_size, max_train=config.eval_max_train, seed=train_config.seed,
-        crop=dataset_defaults(train_config.dataset)["eval_crop"])
+        crop=dataset_defaults(train_config.dataset, train_config.data_dir)["eval_crop"])
     labelled = data.label_kind == "class"
     features = FeatureSet.from_encoder(
         encoder_fn, data.train_images, data.test_images,

@@ -20,7 +20,8 @@ one of its modes; :func:`summary` formats the result for the terminal.
 - ``sweep``: one ``training`` benchmark per combination of the ``sweep_*``
   lists, each in a fresh ``apps/benchmark.py`` process (so process peak memory
   and the dtype policy start clean); :func:`summary` makes a markdown table.
-- ``data_pipeline``: the ``tf.data`` input pipeline alone.
+- ``data_pipeline``: the ``tf.data`` input pipeline alone (``pipeline_source``: random arrays in memory, or
+  generated PNG / JPEG files or TFRecords of ``apps/prepare_data.py`` streamed from disk, decoded in tf.data).
 - ``matmul_peak``: the GFLOP/s of the critic's dominant GEMM shape and the
   images/s ceiling it implies.
 
@@ -349,8 +350,13 @@ def benchmark_training(config):
 
 # --------------------------------------------------------------------------- data pipeline
 def benchmark_data_pipeline(config):
-    """Images/s of the tf.data input pipeline alone: random uint8 images (padded by 1/8 of the side)
-    through ``dim_keras.data.make_dataset`` (random crop + flip, uint8 -> float32)."""
+    """Images/s of the tf.data input pipeline alone, as ``apps/train.py`` builds it (`make_dataset`: random
+    crop + flip, uint8 -> float32).  ``arrays``: random uint8 images (padded by 1/8 of the side) held in
+    memory; ``png`` / ``jpeg`` / ``tfrecord``: ``pipeline_images`` random images of ``image_size`` written to a
+    temporary directory and streamed from it (read, decoded, reflect-padded by 1/8 and cropped back, flipped:
+    the improved recipe's augmentation)."""
+    import tempfile
+
     import numpy as np
     import tensorflow as tf
 
@@ -358,23 +364,61 @@ def benchmark_data_pipeline(config):
 
     threads = _configure_threads(tf, config.threads)
     size, batch, seed = config.image_size, config.model.batch_size, config.model.seed
-    padded = size + max(1, size // 8)
-    images = np.random.default_rng(seed).integers(0, 256, size=(max(8 * batch, 2048), padded, padded, 3),
-                                                  dtype=np.uint8)
-    dataset = make_dataset(images, batch_size=batch, training=True, seed=seed, crop_size=size, flip=True)
-    iterator = iter(dataset.repeat())
-    load_before = timing.load_average()
-    step_s, _ = timing.time_steps(lambda: next(iterator).numpy(), config.steps, config.warmup)
-    return {
+    source = config.pipeline_source
+    with tempfile.TemporaryDirectory(prefix="dim_keras-pipeline-") as root:
+        if source == "arrays":
+            padded = size + max(1, size // 8)
+            images = np.random.default_rng(seed).integers(0, 256, size=(max(8 * batch, 2048), padded, padded, 3),
+                                                          dtype=np.uint8)
+            dataset = make_dataset(images, batch_size=batch, training=True, seed=seed, crop_size=size, flip=True)
+            source_bytes = images.nbytes
+        else:
+            padded = size
+            stream, source_bytes = _pipeline_stream(config, root)
+            dataset = make_dataset(stream, batch_size=batch, training=True, seed=seed, flip=True,
+                                   pad=max(1, size // 8))
+        iterator = iter(dataset.repeat())
+        load_before = timing.load_average()
+        step_s, cpu_step_s = timing.time_steps(lambda: next(iterator).numpy(), config.steps, config.warmup)
+    result = {
         "mode": "data_pipeline",
-        "source": "dim_keras.data.make_dataset",
+        "source": "dim_keras.data.make_dataset" + ("" if source == "arrays" else f" streaming {source}"),
         **timing.step_stats(step_s, batch),
+        "cpu_ms_per_batch_median": 1000 * statistics.median(cpu_step_s),
+        "source_bytes": source_bytes,
         "peak_memory_mb": timing.max_rss_mb(),
         "device": timing.cpu_description(),
         "threads": threads,
         "load_average_before": load_before,
         "config": dict(_recorded_settings(config), source_image_size=padded),
     }
+    return result
+
+
+def _pipeline_stream(config, root):
+    """``(ImageStream, bytes on disk)`` of ``config.pipeline_images`` random images written under ``root``:
+    PNG or JPEG files (quality 90), or TFRecords written from the PNGs by apps/prepare_data.py's run."""
+    import numpy as np
+    from PIL import Image
+
+    from dim_keras.config import PrepareDataConfig
+    from dim_keras.data import load_split
+
+    size, rng = config.image_size, np.random.default_rng(config.model.seed)
+    folder = os.path.join(root, "images")
+    os.makedirs(folder)
+    extension = ".jpg" if config.pipeline_source == "jpeg" else ".png"
+    for index in range(config.pipeline_images):
+        image = Image.fromarray(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8))
+        image.save(os.path.join(folder, f"{index:07d}{extension}"), **({"quality": 90} if extension == ".jpg" else {}))
+    data_dir, name = folder, "folder"
+    if config.pipeline_source == "tfrecord":
+        from dim_keras.runs.prepare_data import prepare_data
+        data_dir, name = os.path.join(root, "records"), "tfrecord"
+        prepare_data(PrepareDataConfig(dataset="folder", data_dir=folder, output=data_dir, splits=("pretrain",),
+                                       verbose=0), log=lambda line: None)
+    on_disk = sum(os.path.getsize(os.path.join(data_dir, entry)) for entry in os.listdir(data_dir))
+    return load_split(name, "pretrain", data_dir, streaming="on"), on_disk
 
 
 # --------------------------------------------------------------------------- matmul peak
@@ -498,7 +542,9 @@ def summary(result):
     if result["mode"] == "data_pipeline":
         return (f"data pipeline ({result['source']}), batch {result['config']['batch_size']}, "
                 f"{result['config']['source_image_size']} -> {result['config']['image_size']} px: "
-                f"{result['images_per_s']:.0f} images/s ({result['step_ms_median']:.2f} ms/batch median)")
+                f"{result['images_per_s']:.0f} images/s ({result['step_ms_median']:.2f} ms/batch median; "
+                f"{result['images_per_s_mean']:.0f} images/s over all timed batches; "
+                f"{result['cpu_ms_per_batch_median']:.1f} CPU-ms per batch)")
     lines = [_training_line(result)]
     if "torch" in result:
         lines.append(_torch_line(result, result["torch"]))

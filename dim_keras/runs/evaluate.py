@@ -12,6 +12,9 @@ from dim_keras import io
 from dim_keras.config import validate
 from dim_keras.errors import UsageError, first_line
 
+# The measures that look at the images themselves, not only at their features (they need them in memory).
+PIXEL_METRICS = ("semi_supervised", "ms_ssim", "mine", "neighbours")
+
 
 def open_encoder(path, batch_size=256):
     """``(encoder_fn, encoder_model, (height, width))`` of an exported encoder.
@@ -56,6 +59,31 @@ def _options(config):
     }
 
 
+def _metrics_and_data(config, data, encoder_model, log):
+    """The measures to run.  Streamed data (``--streaming=on``, or auto and more than ``STREAMING_AUTO_BYTES``
+    decoded) is encoded as it is read, keeping only features; the measures that look at pixels (MS-SSIM, MINE,
+    neighbours, fine-tuning) need the images in memory, so they are then left out (by default) or refused
+    (asked for by --metrics)."""
+    from dim_keras.evaluation import resolve_metrics
+
+    try:
+        metrics = resolve_metrics(list(config.metrics) or None, label_kind=data.label_kind, has_images=True,
+                                  has_encoder_model=encoder_model is not None,
+                                  has_neighbours_png=config.neighbours_png is not None)
+    except ValueError as error:
+        raise UsageError(f"--metrics: {error}") from None
+    pixel_metrics = [m for m in metrics if m in PIXEL_METRICS]
+    if not data.streaming or not pixel_metrics:
+        return metrics
+    why = ("--streaming=on keeps the images on disk" if config.streaming == "on" else
+           "the images stream from disk (more than 2 GiB decoded)")
+    if config.metrics:
+        raise UsageError(f"--metrics={','.join(pixel_metrics)} needs the images in memory and {why}: pass "
+                         f"--max_train/--max_test to measure on a subset, or leave them out of --metrics")
+    log(f"{', '.join(pixel_metrics)} left out: they need the images in memory and {why}")
+    return [m for m in metrics if m not in pixel_metrics]
+
+
 def evaluate(config, log=print):
     """Runs the measures of ``config`` (an :class:`dim_keras.config.EvaluateConfig`) on its encoder.
 
@@ -66,22 +94,19 @@ def evaluate(config, log=print):
     mistakes found late (missing data, an encoder that does not load or does
     not fit the images) raise :class:`UsageError`.
     """
-    from dim_keras.data import load_evaluation_data
-    from dim_keras.evaluation import FeatureSet, evaluate_representation, markdown_table, resolve_metrics
+    from dim_keras.data import SkippedImages, load_evaluation_data
+    from dim_keras.evaluation import FeatureSet, evaluate_representation, markdown_table
 
     validate(config)
     encoder_fn, encoder_model, (height, width) = open_encoder(config.encoder, config.batch_size)
     # A folder is resized to the encoder's input, as training resized it (--image_size); the other datasets
     # come at their fixed sizes, and larger ones (STL-10's 96x96) are center-cropped to it (64x64).
     size = (height, width) if config.dataset == "folder" else None
+    skipped = SkippedImages()
     data = load_evaluation_data(config.dataset, config.data_dir, image_size=size, max_train=config.max_train,
-                                max_test=config.max_test, seed=config.seed, crop=(height, width))
-    try:
-        metrics = resolve_metrics(list(config.metrics) or None, label_kind=data.label_kind, has_images=True,
-                                  has_encoder_model=encoder_model is not None,
-                                  has_neighbours_png=config.neighbours_png is not None)
-    except ValueError as error:
-        raise UsageError(f"--metrics: {error}") from None
+                                max_test=config.max_test, seed=config.seed, crop=(height, width),
+                                streaming=config.streaming, skipped=skipped)
+    metrics = _metrics_and_data(config, data, encoder_model, log)
     layers = list(config.layers)
     try:
         feature_set = FeatureSet.from_encoder(
@@ -94,6 +119,9 @@ def evaluate(config, log=print):
         encoder_model=encoder_model, neighbours_png=config.neighbours_png,
         options={m: o for m, o in _options(config).items() if m in metrics}, verbose=config.verbose)
     results = {"dataset": config.dataset, "encoder": os.path.abspath(config.encoder), **results}
+    if skipped.count:
+        results["skipped_images"] = skipped.as_dict()
+        log(skipped.summary())
     log(markdown_table(results).rstrip("\n"))
     if config.output:
         io.write_json(config.output, results)

@@ -40,7 +40,8 @@ def _prepare_output_dir(path):
 COLLECTIVE_TIMEOUT_S = 300
 
 # Settings that may differ between the workers of one multi-worker run; every other one must be the same.
-PER_WORKER_SETTINGS = ("output_dir", "data_dir", "download", "verbose", "probe", "probe_max_train")
+PER_WORKER_SETTINGS = ("output_dir", "data_dir", "download", "verbose", "probe", "probe_max_train", "monitor_every",
+                       "monitor_examples")  # the chief alone probes and monitors
 
 
 def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_S):
@@ -208,14 +209,16 @@ def set_precision(mixed_precision):
     keras.mixed_precision.set_global_policy(policy)
 
 
-def load_pretraining_data(config):
-    """The pretraining images and the encoder input shape; UsageError on bad data."""
+def load_pretraining_data(config, skipped=None):
+    """The pretraining images (a DataSplit, or an ImageStream read from disk while training: ``--streaming``),
+    the dataset's defaults and the encoder input shape; UsageError on bad data.  ``skipped``: the
+    :class:`dim_keras.data.SkippedImages` collecting unreadable image files (None: the first is an error)."""
     from dim_keras.data import dataset_defaults, load_split
     split = load_split(config.dataset, "pretrain", config.data_dir, download=config.download,
-                       image_size=config.image_size)
-    defaults = dataset_defaults(config.dataset)
+                       image_size=config.image_size, streaming=config.streaming, skipped=skipped)
+    defaults = dataset_defaults(config.dataset, config.data_dir)
     side = defaults["pretrain_crop"] or defaults["image_size"]
-    height, width = (side, side) if side else split.images.shape[1:3]
+    height, width = (side, side) if side else split.image_shape[:2]
     if len(split) < config.batch_size:
         raise UsageError(f"{config.dataset} has {len(split)} images, fewer than the batch size {config.batch_size}")
     return split, defaults, (int(height), int(width), 3)
@@ -244,8 +247,46 @@ def augmentation(config, defaults, input_shape):
     return {}
 
 
-def build_model(config, input_shape):
-    """The encoder + DeepInfoMax model of ``config`` (call in the strategy scope)."""
+def input_shard(strategy, role):
+    """``(num_shards, shard_index)`` of this worker's share of a streamed input: its id in the cluster as
+    tf.distribute numbers the input pipelines (the chief 0, then the workers); ``(1, 0)`` on one worker."""
+    if not role.multi_worker:
+        return 1, 0
+    chiefs = len(strategy.cluster_resolver.cluster_spec().as_dict().get("chief", ()))
+    return role.num_workers, role.task_id + (chiefs if role.task_type == "worker" else 0)
+
+
+def pretraining_dataset(config, split, defaults, input_shape, seed, num_shards=1, shard_index=0):
+    """The repeated training pipeline of ``split`` (arrays or a stream) with the run's augmentation, seeded by
+    ``seed``.  A stream is sharded here by files, ``num_shards`` / ``shard_index`` (:func:`input_shard`):
+    every worker of a multi-worker run reads only its own files, and together they read every file of an
+    epoch once; arrays are sharded by tf.distribute (docs/DISTRIBUTED.md)."""
+    from dim_keras.data import make_dataset
+    shards = dict(num_shards=num_shards, shard_index=shard_index) if split.streaming else {}
+    return make_dataset(split if split.streaming else split.images, batch_size=config.batch_size, training=True,
+                        seed=seed, **augmentation(config, defaults, input_shape), **shards).repeat()
+
+
+def learning_rate(config, steps_per_epoch=None):
+    """Adam's learning rate for ``config``: ``--learning_rate`` (default: the recipe's), and with the
+    recipe's cosine schedule a ``CosineDecay`` to 0 over the run's ``epochs x steps_per_epoch`` steps (a
+    constant rate when ``steps_per_epoch`` is None).  The schedule reads the optimizer's step counter, so a
+    resumed run continues where it stopped."""
+    rate = config.resolved_learning_rate()
+    if config.recipe_settings()["lr_schedule"] == "cosine" and steps_per_epoch:
+        return keras.optimizers.schedules.CosineDecay(rate, config.resolved_epochs() * steps_per_epoch)
+    return rate
+
+
+def steps_per_epoch(config, split):
+    """Training steps per epoch: full batches of ``split``, capped by ``--steps_per_epoch``."""
+    steps = len(split) // config.batch_size
+    return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
+
+
+def build_model(config, input_shape, steps_per_epoch=None):
+    """The encoder + DeepInfoMax model of ``config`` (call in the strategy scope); ``steps_per_epoch``
+    sets the horizon of a recipe's learning-rate schedule (:func:`learning_rate`)."""
     encoder_name = resolved_encoder_name(config, input_shape)
     try:
         encoder = encoders_lib.build_encoder(
@@ -258,8 +299,8 @@ def build_model(config, input_shape):
         embedding_dim=config.embedding_dim, prior=config.prior,
         local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
         seed=config.seed, **_recipe_model_settings(config))
-    optimizer = default_optimizer(config.learning_rate)
-    d_optimizer = default_optimizer(config.learning_rate)
+    optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
+    d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
     # XLA and MirroredStrategy do not mix in Keras 3 ("Trying to access resource
     # ... replica_1"), so replicated runs use plain graphs.
     jit = config.jit_compile and config.strategy == "default"
@@ -287,14 +328,17 @@ def _save_keras_atomically(model, path, optimizer_state=False):
 SCARCE_LABELS_PER_CLASS = 20
 
 
-def load_probe_data(config, max_train=10000, log=print):
+def load_probe_data(config, max_train=10000, log=print, skipped=None):
     """``(train_images, train_labels, test_images, test_labels)`` of the linear probe, center-cropped to
-    the encoder's input; ``None`` for unlabelled datasets or when the labelled splits are missing."""
+    the encoder's input; ``None`` for unlabelled datasets or when the labelled splits are missing.  With
+    ``--streaming`` on (or auto), folder, tfrecord and tfds splits come as ImageStreams (labels as arrays, in
+    source order): the probe then encodes them as it reads them and keeps only features."""
     from dim_keras.data import dataset_defaults, load_evaluation_data
     try:
         data = load_evaluation_data(config.dataset, config.data_dir, download=config.download,
                                     image_size=config.image_size, max_train=max_train, seed=config.seed,
-                                    crop=dataset_defaults(config.dataset)["eval_crop"])
+                                    crop=dataset_defaults(config.dataset, config.data_dir)["eval_crop"],
+                                    streaming=config.streaming, skipped=skipped, label_kind="class")
     except DataError as err:
         log(f"linear probe skipped: {err}")
         return None
@@ -312,17 +356,58 @@ def linear_probe(encoder_fn, probe_data):
     """Logistic-regression test accuracy of ``y``, ``fc`` and ``conv`` of ``encoder_fn`` (uint8 images ->
     features), trained on all the probe's labels and on ``SCARCE_LABELS_PER_CLASS`` per class:
     ``{feature: {"all_labels": acc, "20_labels_per_class": acc}}``."""
-    from dim_keras.evaluation import encode
     from dim_keras.evaluation.probes import logistic_regression_accuracy
     train_images, train_labels, test_images, test_labels = probe_data
-    train_features, test_features = (encode(encoder_fn, np.ascontiguousarray(images), names=PROBE_FEATURES)
-                                     for images in (train_images, test_images))
+    train_features, train_labels = _probe_features(encoder_fn, train_images, train_labels)
+    test_features, test_labels = _probe_features(encoder_fn, test_images, test_labels)
     scarce = _first_per_class(train_labels, SCARCE_LABELS_PER_CLASS)
     return {name: {"all_labels": logistic_regression_accuracy(train_features[name], train_labels,
                                                               test_features[name], test_labels),
                    f"{SCARCE_LABELS_PER_CLASS}_labels_per_class": logistic_regression_accuracy(
                        train_features[name][scarce], train_labels[scarce], test_features[name], test_labels)}
             for name in PROBE_FEATURES}
+
+
+def _probe_features(encoder_fn, images, labels):
+    """``(features, labels)`` of a probe split: arrays are encoded as they are; a stream is encoded as it is
+    read (only features kept) and gives the labels of the images it could read."""
+    from dim_keras.evaluation import encode, encode_stream
+    if getattr(images, "streaming", False):
+        return encode_stream(encoder_fn, images, names=PROBE_FEATURES)
+    return encode(encoder_fn, np.ascontiguousarray(images), names=PROBE_FEATURES), labels
+
+
+def _take(images, labels, index):
+    """``images[index], labels[index]``; a stream's subset is read into memory (unreadable files skipped)."""
+    if getattr(images, "streaming", False):
+        return images.subset(index).read_all()
+    return images[index], labels[index]
+
+
+def monitor_data(probe_data, examples):
+    """The online monitor's ``(train_images, train_labels, test_images, test_labels)``: of each split of
+    ``probe_data`` (:func:`load_probe_data`), the first ``examples // classes`` images of every class, so
+    the subsample is class-balanced and the same in every run of the same data and seed."""
+    train_images, train_labels, test_images, test_labels = probe_data
+    per_class = max(1, examples // len(np.unique(train_labels)))
+    train, test = _first_per_class(train_labels, per_class), _first_per_class(test_labels, per_class)
+    return (*_take(train_images, train_labels, train), *_take(test_images, test_labels, test))
+
+
+def probe_monitor(config, probe_data):
+    """The :class:`~dim_keras.callbacks.ProbeMonitor` of ``config`` on ``probe_data``, or None when
+    ``--monitor_every`` resolves to off or (by default) the data has no two classes to tell apart; asking for
+    it on such data is a UsageError."""
+    every = config.resolved_monitor_every()
+    if not every:
+        return None
+    if probe_data is None or len(np.unique(probe_data[1])) < 2 or not len(probe_data[3]):
+        if config.monitor_every:
+            raise UsageError(f"--monitor_every needs class labels and {config.dataset}"
+                             f"{' in ' + config.data_dir if config.data_dir else ''} has no labelled train and "
+                             "test splits with two classes or more: drop --monitor_every or pass --monitor_every=0")
+        return None
+    return callbacks_lib.ProbeMonitor(*monitor_data(probe_data, config.monitor_examples), every)
 
 
 def probe_table(probe):
@@ -387,14 +472,15 @@ def train(config, extra_callbacks=(), log=print):
 
 def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     """:func:`train` under ``strategy``; ``resume_after``: the epoch a multi-worker group agreed on (or None)."""
-    from dim_keras.data import make_dataset
+    from dim_keras.data import SkippedImages, raising_data_errors
     from dim_keras.runtime import device_summary, progress_verbosity
     from dim_keras.config import RUN_CONFIG, check_resumable, load_run_config
     validate(config)
     config.output_dir = config.output_dir or config.default_output_dir()
     if config.resume and os.path.exists(os.path.join(config.output_dir, RUN_CONFIG)):
         check_resumable(load_run_config(config.output_dir)[0], config)  # before any work
-    split, defaults, input_shape = load_pretraining_data(config)
+    skipped = SkippedImages(strict=config.strict)  # unreadable image files of this run, reported at its end
+    split, defaults, input_shape = load_pretraining_data(config, skipped)
     _prepare_output_dir(config.output_dir)
     epochs = config.resolved_epochs()
     if config.verbose:
@@ -403,12 +489,16 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
+    steps = steps_per_epoch(config, split)
     with strategy.scope():
-        model = build_model(config, input_shape)
+        model = build_model(config, input_shape, steps)
     # The probe's baseline: the same encoder at its (seeded) random initialisation, before any restore.
-    probe_data = load_probe_data(config, config.probe_max_train, log=log) if config.probe and role.chief else None
+    probe_data = None
+    if role.chief and (config.probe or config.resolved_monitor_every()):
+        probe_data = load_probe_data(config, config.probe_max_train, log=log, skipped=skipped)
+    monitor = probe_monitor(config, probe_data) if role.chief else None
     random_init_probe = None
-    if probe_data is not None:
+    if config.probe and probe_data is not None:
         from dim_keras.evaluation import keras_encoder_fn
         random_init_probe = linear_probe(keras_encoder_fn(model.encoder), probe_data)
     # A multi-worker group keeps two epochs, so its workers always share one (a worker may die between saves).
@@ -423,19 +513,22 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     if config.resume:
         log(f"resuming {config.output_dir} after epoch {initial_epoch}")
 
-    steps = len(split) // config.batch_size
-    if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch)
     # Seeded per resumed epoch so a resumed run does not replay epoch 1's order.
-    data = make_dataset(split.images, batch_size=config.batch_size, training=True,
-                        seed=config.seed + initial_epoch, **augmentation(config, defaults, input_shape)).repeat()
+    data = pretraining_dataset(config, split, defaults, input_shape, config.seed + initial_epoch,
+                               *input_shard(strategy, role))
+    if config.verbose and split.streaming:
+        log(f"streaming {len(split)} images from disk ({split.decoded_bytes / 2**30:.2f} GiB decoded)")
     if role.chief:
         write_run_config(config, {"encoder": resolved_encoder_name(config, input_shape), "epochs": epochs,
-                                  "input_shape": list(input_shape), "initial_epoch": initial_epoch})
+                                  "input_shape": list(input_shape), "initial_epoch": initial_epoch,
+                                  "monitor_every": monitor.every if monitor else 0})
 
     stop_on_nan = callbacks_lib.StopOnNonFinite()
     callbacks = [
         stop_on_nan,
+        # The monitor adds its probe_* keys to the epoch's logs before the callbacks that record them (keras
+        # appends its History and progress bar after these).
+        *([monitor] if monitor else []),
         # metrics.json before the checkpoint: an interrupt between the two leaves the checkpoint behind the
         # log, and the resumed epoch then replaces the logged one (never a checkpointed epoch without a row).
         callbacks_lib.MetricsJsonLogger(os.path.join(config.output_dir, "metrics.json")),
@@ -450,10 +543,11 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     history = None
     if initial_epoch < epochs:
         try:
-            history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
-                                steps_per_epoch=steps, callbacks=callbacks,
-                                verbose=progress_verbosity(config.verbose),
-                                shuffle=False)  # make_dataset shuffles
+            with raising_data_errors(skipped):  # --strict: an unreadable image file is a one-line DataError
+                history = model.fit(data, epochs=epochs, initial_epoch=initial_epoch,
+                                    steps_per_epoch=steps, callbacks=callbacks,
+                                    verbose=progress_verbosity(config.verbose),
+                                    shuffle=False)  # make_dataset shuffles
         except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep the steps of the unfinished epoch too
             # (Not in a multi-worker run: the workers would save different mid-epoch states.)
             if stop_on_nan.bad_epoch is None and not role.multi_worker:
@@ -473,20 +567,25 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
             f"checkpoint is {checkpoint.latest or 'none (no epoch finished)'}; lower "
             f"--learning_rate and continue with --resume")
     if not role.chief:
+        if skipped.count:
+            log(skipped.summary())
         return {"output_dir": config.output_dir, "encoder": None, "model": None, "epochs": epochs,
-                "history": history.history if history else {}}
+                "history": history.history if history else {}, "skipped_images": skipped.as_dict()}
 
     encoder_path = export_encoder(model.encoder, os.path.join(config.output_dir, "encoder"))
     _save_keras_atomically(model, os.path.join(config.output_dir, "model.keras"),
                            optimizer_state=config.keras_optimizer_state)
     result = {"output_dir": config.output_dir, "encoder": encoder_path,
               "model": os.path.join(config.output_dir, "model.keras"),
-              "epochs": epochs, "history": history.history if history else {}}
-    if probe_data is not None:
+              "epochs": epochs, "history": history.history if history else {},
+              "skipped_images": skipped.as_dict()}
+    if config.probe and probe_data is not None:
         probe = {"random_init": random_init_probe, "trained": linear_probe(load_encoder(encoder_path), probe_data)}
         log(probe_table(probe))
         io.write_json(os.path.join(config.output_dir, "probe.json"), probe)
         result["probe"] = probe
+    if skipped.count:  # at the end: training and the probe have read every split they use
+        log(skipped.summary())
     if config.verbose:
         log(f"done: encoder exported to {encoder_path}; everything is in {config.output_dir}")
     return result
