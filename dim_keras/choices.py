@@ -33,6 +33,8 @@ ENCODERS = ("auto", "small", "dcgan", "alexnet")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("off", "float16", "bfloat16")
 RECIPES = ("paper", "improved")
+AUGMENTATIONS = ("none", "pad_crop_flip")
+LR_SCHEDULES = ("constant", "cosine")
 ENCODER_OUTPUTS = ("local", "conv", "fc", "y")
 
 # Evaluation measures (dim_keras.evaluation.suite).

@@ -37,6 +37,8 @@ PAPER_EPOCHS = 200
 #   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
 #     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
 #   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
+# The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip).
+RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule")
 RECIPES = {
     "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
               "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant"},
@@ -206,6 +208,21 @@ class TrainConfig:
     recipe: str = setting("paper", "Training recipe: paper (faithful to the paper) or improved (what later work "
                           "found to help at equal epochs: augmentation and AMDIM's score stabilisers; "
                           "docs/RESULTS.md).", choices=choices.RECIPES)
+    # The recipe's knobs, each a flag of its own (default None: the recipe's value, RECIPES).
+    global_layer_norm: bool = setting(None, "Layer norm on the critic's Y embedding, as the authors' code has "
+                                      "(Table 8 lists none; default: the recipe's, on for both).")
+    score_scale: float = setting(None, "Multiply every critic score by this (default: the recipe's: 1 for "
+                                 "paper, 1/sqrt(2048) as AMDIM for improved).", above=0.0)
+    score_penalty: float = setting(None, "Weight of AMDIM's mean(score^2) penalty (default: the recipe's: 0 for "
+                                   "paper, 0.05 for improved).", minimum=0.0)
+    score_clip: float = setting(None, "Soft-clip scores to c * tanh(s / c); 0 = off (default: the recipe's: off "
+                                "for paper, 20 as AMDIM for improved).", minimum=0.0)
+    augment: str = setting(None, "Training augmentation where the dataset has none of the paper's: none or "
+                           "pad_crop_flip (reflect-pad 1/8 of the side, random crop, random flip; default: the "
+                           "recipe's: none for paper, pad_crop_flip for improved).", choices=choices.AUGMENTATIONS)
+    lr_schedule: str = setting(None, "Learning-rate schedule: constant or cosine (decay to 0 over the run; "
+                               "default: the recipe's: constant for paper, cosine for improved).",
+                               choices=choices.LR_SCHEDULES)
     encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
                            "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
     image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
@@ -299,8 +316,16 @@ class TrainConfig:
         return 0 if self.dataset in WITHOUT_CLASS_LABELS else DEFAULT_MONITOR_EVERY
 
     def recipe_settings(self):
-        """What ``--recipe`` sets (:data:`RECIPES`)."""
-        return dict(RECIPES[self.recipe])
+        """The recipe's knobs (:data:`RECIPES`) with the ones given as flags on top."""
+        settings = dict(RECIPES[self.recipe])
+        for name in RECIPE_FLAGS:
+            if getattr(self, name) is not None:
+                settings[name] = getattr(self, name)
+        if self.augment is not None:
+            settings["pad_crop_flip"] = self.augment == "pad_crop_flip"
+        if settings["score_clip"] == 0:
+            settings["score_clip"] = None
+        return settings
 
     def resolved_learning_rate(self):
         """``--learning_rate``, or the recipe's when not given."""
@@ -322,6 +347,8 @@ def load_run_config(output_dir):
         with open(path) as handle:
             record = json.load(handle)
         settings = {k: v for k, v in record.items() if k not in ("resolved", "history")}
+        if "recipe" not in settings:  # a run from before --recipe: its critic had no layer norm on Y
+            settings.setdefault("global_layer_norm", False)
         return from_dict(TrainConfig, settings), record
     except (OSError, ValueError, TypeError) as error:
         raise UsageError(f"--resume: cannot read {path} ({error})") from None
@@ -977,7 +1004,8 @@ class CompareQualityConfig:
         TrainConfig, "Settings of every arm's training (the dim_keras runs take the rest from apps/train.py's "
         "defaults: the paper's DIM(L) with gamma = 0).",
         only=("dataset", "data_dir", "download", "epochs", "batch_size", "steps_per_epoch", "probe_max_train",
-              "monitor_every", "monitor_examples", "jit_compile", "verbose"),
+              "monitor_every", "monitor_examples", "jit_compile", "verbose", "learning_rate", "augment",
+              "lr_schedule", "global_layer_norm", "score_scale", "score_penalty", "score_clip"),
         dataset="cifar10", epochs=10, monitor_every=1, verbose=2)
 
     def check(self):

@@ -66,3 +66,34 @@ def test_learning_rate_follows_the_recipe_unless_given():
     for step, expected in ((0, 5e-4), (15, 2.5e-4), (30, 0.0), (10, 5e-4 * (1 + np.cos(np.pi / 3)) / 2)):
         assert float(schedule(step)) == pytest.approx(expected, abs=1e-9)
     assert learning_rate(TrainConfig(recipe="improved", learning_rate=1e-3), None) == 1e-3  # no horizon: constant
+
+
+def test_recipe_knob_flags_override_the_recipe():
+    settings = TrainConfig(recipe="improved", augment="none", score_clip=0.0, global_layer_norm=False,
+                           lr_schedule="constant").recipe_settings()
+    assert settings["pad_crop_flip"] is False and settings["score_clip"] is None
+    assert settings["global_layer_norm"] is False and settings["lr_schedule"] == "constant"
+    assert settings["score_scale"] == RECIPES["improved"]["score_scale"]  # not given: the recipe's
+    paper = TrainConfig(recipe="paper", augment="pad_crop_flip", score_scale=0.5).recipe_settings()
+    assert paper["pad_crop_flip"] is True and paper["score_scale"] == 0.5
+    assert augmentation(TrainConfig(recipe="paper", augment="pad_crop_flip"), dataset_defaults("cifar10"),
+                        (32, 32, 3)) == {"pad": 4, "flip": True}
+
+
+def test_a_run_saved_before_recipes_resumes_with_its_own_critic(tmp_path):
+    """config.json files written before --recipe existed have no "recipe" key; their critic had no layer norm
+    on Y, so resuming them must not switch it on (the checkpoint would not fit the model)."""
+    import json
+
+    from dim_keras.config import load_run_config
+    old_record = {k: v for k, v in TrainConfig(dataset="digits", output_dir=str(tmp_path)).__dict__.items()
+                  if k not in ("recipe", "global_layer_norm", "score_scale", "score_penalty", "score_clip",
+                               "augment", "lr_schedule")}
+    old_record["learning_rate"] = 1e-4
+    (tmp_path / "config.json").write_text(json.dumps(old_record))
+    saved, _ = load_run_config(str(tmp_path))
+    assert saved.recipe == "paper" and saved.recipe_settings()["global_layer_norm"] is False
+    assert saved.resolved_learning_rate() == 1e-4
+    new_record = dict(old_record, recipe="paper")
+    (tmp_path / "config.json").write_text(json.dumps(new_record))
+    assert load_run_config(str(tmp_path))[0].recipe_settings()["global_layer_norm"] is True
