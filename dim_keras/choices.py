@@ -7,6 +7,16 @@ check their own tables against these (tests/test_config.py)."""
 DATASETS = ("digits", "cifar10", "cifar100", "stl10", "tiny_imagenet", "celeb_a", "folder", "mnist", "tfrecord")
 # --streaming (dim_keras.data.streaming): auto streams splits larger than STREAMING_AUTO_BYTES decoded.
 STREAMING_MODES = ("auto", "on", "off")
+# --streaming=auto holds a split in memory up to this decoded size (uint8 N x H x W x 3) and streams larger ones.
+# In memory a split is decoded once, before training, and every epoch gathers batches from the array: the
+# fastest input (docs/BENCHMARKS.md: several times the streaming pipeline's images/s), and the pipeline the
+# paper's runs used.  Its cost is the decoded size in RAM for the whole run (plus a copy for arrays up to
+# 256 MB, which tf.data keeps in its graph).  At 2 GiB the paper's datasets stay in memory as before (CIFAR
+# 150 MB, Tiny ImageNet 1.2 GB, CelebA at 64x64 2.0 GB; STL-10's 2.7 GB pretraining split is memory-mapped
+# from stl10_binary/, and streams only from tfds), and so does anything a workstation holds without
+# noticing, while a folder of a million photos or an ImageNet-sized tfds split streams.  Here, not in
+# dim_keras.data.streaming, so that the TF-free dim_keras.config can quote it in its help.
+STREAMING_AUTO_BYTES = 2 * 2**30
 # mine_f is MINE's f-divergence bound E_J[T] - E_M[e^{T-1}]: the same function as
 # nwj, kept under MINE's name.  MINE's bias-corrected DV gradient needs state (a
 # moving average across steps), so it is not an estimator name but the

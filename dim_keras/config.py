@@ -32,17 +32,19 @@ PAPER_EPOCHS = 200
 # --recipe: the settings a training recipe bundles (dim_keras.runs.train applies them; docs/RESULTS.md has the
 # measurements behind every entry).
 #   global_layer_norm: layer norm on the critic's Y embedding (the authors' code; Table 8 lists none).
-#   score_scale / score_penalty / score_clip: AMDIM's score stabilisers (scores / sqrt(2048), 0.05 * mean(s^2),
-#     20 * tanh(s / 20)).
+#   score_scale / score_penalty / score_clip: AMDIM's score stabilisers (scores / sqrt(embedding width),
+#     0.05 * mean(s^2), 20 * tanh(s / 20)); the scale multiplies the scores of every critic of the model.
 #   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
 #     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
 #   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
+# A recipe's score_scale that means 1 / sqrt(--embedding_dim), AMDIM's scale for encode-and-dot scores.
+INVERSE_SQRT_WIDTH = "1/sqrt(embedding_dim)"
 # The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip).
 RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule")
 RECIPES = {
     "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
               "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant"},
-    "improved": {"global_layer_norm": True, "score_scale": 2048 ** -0.5, "score_penalty": 0.05,
+    "improved": {"global_layer_norm": True, "score_scale": INVERSE_SQRT_WIDTH, "score_penalty": 0.05,
                  "score_clip": 20.0, "pad_crop_flip": True, "learning_rate": 5e-4, "lr_schedule": "cosine"},
 }
 PROBE_FEATURES = ("y", "fc", "conv")
@@ -188,8 +190,9 @@ class TrainConfig:
                             path="input_dir")
     download: bool = setting(False, "Let tensorflow-datasets download the dataset if it is not on disk.")
     streaming: str = setting("auto", "Read the data from disk while training (folder, tfrecord and tfds data) "
-                             "instead of holding it in memory: auto streams splits above 2 GiB decoded "
-                             "(dim_keras.data.STREAMING_AUTO_BYTES), on always, off never.",
+                             "instead of holding it in memory: auto streams splits above "
+                             f"{choices.STREAMING_AUTO_BYTES / 2**30:g} GiB decoded "
+                             "(dim_keras.choices.STREAMING_AUTO_BYTES), on always, off never.",
                              choices=choices.STREAMING_MODES)
     strict: bool = setting(False, "Stop at the first image file that cannot be read, instead of skipping "
                            "unreadable files (counted, and the first few named, at the end).")
@@ -205,14 +208,15 @@ class TrainConfig:
     prior_gradient_penalty: float = setting(
         0.0, "Gradient penalty on the prior discriminator's inputs (the authors' code has one; the paper "
         "does not mention it, so it is off).", minimum=0.0)
-    recipe: str = setting("paper", "Training recipe: paper (faithful to the paper) or improved (what later work "
-                          "found to help at equal epochs: augmentation and AMDIM's score stabilisers; "
-                          "docs/RESULTS.md).", choices=choices.RECIPES)
+    recipe: str = setting("paper", "Training recipe: paper (faithful to the paper and to the authors' code, "
+                          "whose layer norm on the critic's Y embedding it keeps) or improved (what later work "
+                          "found to help at equal epochs: augmentation, AMDIM's score stabilisers, a cosine "
+                          "learning-rate decay; docs/RESULTS.md).", choices=choices.RECIPES)
     # The recipe's knobs, each a flag of its own (default None: the recipe's value, RECIPES).
     global_layer_norm: bool = setting(None, "Layer norm on the critic's Y embedding, as the authors' code has "
                                       "(Table 8 lists none; default: the recipe's, on for both).")
     score_scale: float = setting(None, "Multiply every critic score by this (default: the recipe's: 1 for "
-                                 "paper, 1/sqrt(2048) as AMDIM for improved).", above=0.0)
+                                 "paper, 1/sqrt(--embedding_dim) as AMDIM for improved).", above=0.0)
     score_penalty: float = setting(None, "Weight of AMDIM's mean(score^2) penalty (default: the recipe's: 0 for "
                                    "paper, 0.05 for improved).", minimum=0.0)
     score_clip: float = setting(None, "Soft-clip scores to c * tanh(s / c); 0 = off (default: the recipe's: off "
@@ -325,6 +329,8 @@ class TrainConfig:
             settings["pad_crop_flip"] = self.augment == "pad_crop_flip"
         if settings["score_clip"] == 0:
             settings["score_clip"] = None
+        if settings["score_scale"] == INVERSE_SQRT_WIDTH:
+            settings["score_scale"] = self.embedding_dim ** -0.5
         return settings
 
     def resolved_learning_rate(self):
@@ -363,6 +369,10 @@ def changed_settings(saved, config):
 def check_resumable(saved, config):
     """Raises UsageError (one line) if ``config`` changes a setting that defines ``saved``'s model or objective."""
     for name, (old, new) in changed_settings(saved, config).items():
+        if name in ("epochs", "steps_per_epoch") and saved.recipe_settings()["lr_schedule"] == "cosine":
+            raise UsageError(f"--{name}={new} differs from the run's {name}={old} ({RUN_CONFIG}), and its cosine "
+                             f"learning-rate decay is laid out over the run's epochs x steps: drop --{name} or "
+                             "start a new --output_dir")
         if name not in TrainConfig.RESUMABLE:
             raise UsageError(f"--{name}={new} differs from the run's {name}={old} ({RUN_CONFIG}); a resumed run keeps "
                              f"what defines its model, data and objective: drop --{name} or start a new --output_dir")
@@ -451,8 +461,12 @@ class EvaluateConfig:
     dataset: str = setting("digits", "Dataset (see apps/train.py).", choices=choices.DATASETS)
     data_dir: str = setting(None, "Directory holding the dataset files.", path="input_dir")
     streaming: str = setting("auto", "Read folder, tfrecord and tfds data from disk while encoding, keeping only "
-                             "features (on; auto: unless the measures need the images and they fit in 2 GiB "
-                             "decoded), or load it into memory (off).", choices=choices.STREAMING_MODES)
+                             "features (on), or load it into memory (off); auto streams a split whose evaluated "
+                             "images (after --max_train/--max_test) are over "
+                             f"{choices.STREAMING_AUTO_BYTES / 2**30:g} GiB decoded and loads smaller ones, "
+                             "whatever the measures.  The measures that need the images in memory (ms_ssim, mine, "
+                             "neighbours, semi_supervised) are left out of streamed data (refused if asked for).",
+                             choices=choices.STREAMING_MODES)
     metrics: tuple = setting((), "Comma-separated measures (default: all that apply to the data and flags).",
                              element=str, choices=choices.METRICS)
     layers: tuple = setting(("conv", "fc", "y"), "Comma-separated encoder outputs for the classifiers.",
@@ -531,7 +545,8 @@ class PrepareDataConfig:
                            "(skipped files are listed in each shard's info and the manifest).")
     verbose: int = setting(1, "0: quiet; 1: a progress bar.", choices=(0, 1))
 
-    # The settings that define what a preparation holds: a rerun must keep them to continue it.
+    # The settings that define what a preparation holds: a rerun must keep them to continue it.  So must
+    # --data_dir, checked apart (dim_keras.runs.prepare_data) as an absolute, normalised path.
     CONTENT: typing.ClassVar[tuple] = ("dataset", "image_size", "splits", "shard_size", "seed")
 
     def check(self):

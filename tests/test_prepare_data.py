@@ -2,6 +2,7 @@
 and labels they were written from, resume after an interruption, are verified by their manifest, and train."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from dim_keras.data import DataError, SkippedImages, dataset_defaults, load_spli
 from dim_keras.data import tfrecord
 from dim_keras.errors import UsageError
 from dim_keras.runs.prepare_data import prepare_data
+from dim_keras.runs.train import monitor_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +47,16 @@ def test_a_prepared_folder_reads_back_the_exact_pixels_labels_and_checksums(tmp_
             np.testing.assert_array_equal(labels, source.labels)
     train = manifest["splits"]["train"]
     assert train["count"] == 29 and train["source_count"] == 30  # the truncated file was in train, skipped
+    # A stream counts the records written (the skipped file left a gap in their source positions), so its
+    # len, labels and positions agree: the training monitor's class-balanced picks are the images it picked.
+    stream = load_split("tfrecord", "train", output, streaming="on")
+    labels = stream.read_labels()
+    assert len(stream) == len(labels) == 29
+    source = load_split("folder", "train", data, skipped=SkippedImages())
+    picked = np.sort(np.concatenate([np.flatnonzero(source.labels == c)[:9] for c in range(3)]))
+    images, picked_labels, _, _ = monitor_data((stream, labels, stream, labels), examples=27)
+    np.testing.assert_array_equal(images, source.images[picked])
+    np.testing.assert_array_equal(picked_labels, np.repeat([0, 1, 2], 9))
     assert train["skipped"]["count"] == 1 and train["skipped"]["first"][0].endswith("img_zzz.png")
     assert [shard["file"] for shard in train["shards"]] == [f"train-0000{k}-of-00006.tfrecord" for k in range(6)]
     for shard in train["shards"] + manifest["splits"]["test"]["shards"]:
@@ -89,6 +101,27 @@ def test_prepare_resumes_keeps_finished_shards_and_verifies(tmp_path, rng):
                                        verbose=0), log=quiet)
     with pytest.raises(UsageError, match="not empty and holds no preparation"):
         prepare_data(PrepareDataConfig(dataset="digits", output=str(data), verbose=0), log=quiet)
+
+
+def test_a_rerun_from_another_folder_is_refused_and_writes_nothing(tmp_path, rng, monkeypatch):
+    first, second, output = tmp_path / "first", tmp_path / "second", tmp_path / "records"
+    formats.write_folder(first, rng, ("a", "b"), n_per_class=4, size=(8, 8))
+    formats.write_folder(second, rng, ("a", "b"), n_per_class=4, size=(8, 8))
+    quiet = lambda line: None  # noqa: E731
+
+    def config(data_dir):
+        return PrepareDataConfig(dataset="folder", data_dir=str(data_dir), output=str(output), shard_size=4,
+                                 verbose=0)
+
+    written = prepare_data(config(first), log=quiet)
+    (output / tfrecord.MANIFEST).unlink()  # interrupted before the manifest
+    before = {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in output.iterdir()}
+    with pytest.raises(UsageError, match=re.escape(f"other settings: --data_dir={second} (it has {first})")):
+        prepare_data(config(second), log=quiet)
+    assert {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in output.iterdir()} == before
+    # Another spelling of the same folder (relative, with "./" and a trailing slash) continues it.
+    monkeypatch.chdir(tmp_path)
+    assert prepare_data(config("./first/"), log=quiet)["splits"] == written["splits"]
 
 
 def test_prepared_digits_and_tfds_read_back_and_train(tmp_path):

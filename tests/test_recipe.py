@@ -49,8 +49,8 @@ def test_recipes_set_the_model_and_the_augmentation():
         "crop_size": 64, "flip": True}
     model = build_model(TrainConfig(dataset="digits", recipe="improved", embedding_dim=16, gamma=0.0),
                         (8, 8, 3))
-    settings = RECIPES["improved"]
-    assert model.score_scale == settings["score_scale"]
+    settings = TrainConfig(recipe="improved", embedding_dim=16).recipe_settings()
+    assert model.score_scale == settings["score_scale"] == 0.25  # 1 / sqrt(16), AMDIM's scale
     assert model.score_penalty == settings["score_penalty"]
     assert model.score_clip == settings["score_clip"]
     assert model.global_layer_norm == settings["global_layer_norm"]
@@ -73,7 +73,7 @@ def test_recipe_knob_flags_override_the_recipe():
                            lr_schedule="constant").recipe_settings()
     assert settings["pad_crop_flip"] is False and settings["score_clip"] is None
     assert settings["global_layer_norm"] is False and settings["lr_schedule"] == "constant"
-    assert settings["score_scale"] == RECIPES["improved"]["score_scale"]  # not given: the recipe's
+    assert settings["score_scale"] == 2048 ** -0.5  # not given: the recipe's 1/sqrt(--embedding_dim)
     paper = TrainConfig(recipe="paper", augment="pad_crop_flip", score_scale=0.5).recipe_settings()
     assert paper["pad_crop_flip"] is True and paper["score_scale"] == 0.5
     assert augmentation(TrainConfig(recipe="paper", augment="pad_crop_flip"), dataset_defaults("cifar10"),
@@ -97,3 +97,15 @@ def test_a_run_saved_before_recipes_resumes_with_its_own_critic(tmp_path):
     new_record = dict(old_record, recipe="paper")
     (tmp_path / "config.json").write_text(json.dumps(new_record))
     assert load_run_config(str(tmp_path))[0].recipe_settings()["global_layer_norm"] is True
+
+
+def test_a_cosine_run_refuses_a_changed_horizon_on_resume():
+    from dim_keras.config import check_resumable
+    from dim_keras.errors import UsageError
+    saved = TrainConfig(recipe="improved", epochs=10)
+    check_resumable(saved, TrainConfig(recipe="improved", epochs=10, verbose=2))  # run-only change: fine
+    with pytest.raises(UsageError, match="--epochs=20 differs .* cosine learning-rate decay"):
+        check_resumable(saved, TrainConfig(recipe="improved", epochs=20))
+    with pytest.raises(UsageError, match="--steps_per_epoch=5 differs"):
+        check_resumable(saved, TrainConfig(recipe="improved", epochs=10, steps_per_epoch=5))
+    check_resumable(TrainConfig(epochs=10), TrainConfig(epochs=20))  # constant rate: more epochs are fine

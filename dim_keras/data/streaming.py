@@ -13,7 +13,8 @@ id, int64 [40] attributes or -1 (unlabelled), ``index`` the example's position i
 Training shuffles them with a seed (`make_dataset`), so the order is the same on every run with that seed,
 and, under MultiWorkerMirroredStrategy, keeps only this worker's share of the *files* (`elements`'
 ``num_shards`` / ``shard_index``): every worker reads only its own files, and the shares of all workers cover
-each epoch once (docs/DISTRIBUTED.md).  Evaluation reads them in order, in batches (`ImageStream.batches`),
+each pass over the files once (a pass is an epoch when the split is a multiple of workers x batch size:
+docs/DISTRIBUTED.md).  Evaluation reads them in order, in batches (`ImageStream.batches`),
 and keeps only features (`dim_keras.evaluation.encode`).
 
 Whether a split streams is ``--streaming=auto|on|off``: ``auto`` streams when the decoded split is larger
@@ -26,20 +27,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
+# STREAMING_AUTO_BYTES: the size above which --streaming=auto streams a split (why: in dim_keras.choices).
+from dim_keras.choices import STREAMING_AUTO_BYTES  # noqa: F401  (dim_keras.data and load.py import it here)
 from dim_keras.data import tfrecord
 from dim_keras.data.images import (SkippedImages, decode_image_files_skipping, decode_one, decode_or_fall_back,
                                    raising_data_errors)
 from dim_keras.errors import DataError
-
-# --streaming=auto holds a split in memory up to this decoded size (uint8 N x H x W x 3) and streams larger ones.
-# In memory a split is decoded once, before training, and every epoch gathers batches from the array: the
-# fastest input (docs/BENCHMARKS.md: several times the streaming pipeline's images/s), and the pipeline the
-# paper's runs used.  Its cost is the decoded size in RAM for the whole run (plus a copy for arrays up to
-# 256 MB, which tf.data keeps in its graph).  At 2 GiB the paper's datasets stay in memory as before (CIFAR
-# 150 MB, Tiny ImageNet 1.2 GB, CelebA at 64x64 2.0 GB; STL-10's 2.7 GB pretraining split is memory-mapped
-# from stl10_binary/, and streams only from tfds), and so does anything a workstation holds without
-# noticing, while a folder of a million photos or an ImageNet-sized tfds split streams.
-STREAMING_AUTO_BYTES = 2 * 2**30
 
 # Records (TFRecord shards, tfds examples) are shuffled through a buffer of this many encoded examples
 # (apps/prepare_data.py already assigns examples to shards at random; the buffer varies the order per epoch).
@@ -61,9 +54,14 @@ class Files:
 
 @dataclasses.dataclass(frozen=True)
 class Records:
-    """TFRecord shards of apps/prepare_data.py; ``label_width`` as `dim_keras.data.tfrecord.label_width`."""
+    """TFRecord shards of apps/prepare_data.py; ``label_width`` as `dim_keras.data.tfrecord.label_width`;
+    ``source_count``: the source positions the records' ``index`` ranges over (more than the records where
+    unreadable source files were skipped, which leaves gaps)."""
     shards: list
     label_width: int
+    source_count: int
+    # The sorted "index" of every record, read once where there are gaps (`ImageStream._record_indices`).
+    cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +79,8 @@ class Tfds:
 class ImageStream:
     """One split of a dataset, read from disk as it is iterated (see the module docstring).
 
-    ``count``: examples of the split (unreadable files included, they are skipped while reading);
+    ``count``: examples of the split (image files: unreadable ones included, they are skipped while reading;
+    TFRecords: the records written, so that positions, ``len`` and `read_labels` agree);
     ``image_shape``: (H, W, 3) of every element; ``positions``: a subset (`subset`), sorted source positions;
     ``crop``: a center crop (`center_cropped`); ``skipped``: the `SkippedImages` collector of unreadable files
     (None: the first one is a DataError).
@@ -205,8 +204,8 @@ class ImageStream:
         dataset = dataset.map(lambda record: tfrecord.parse_fields(record, width),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if self.positions is not None:
-            keep = np.zeros(self.count, bool)
-            keep[self.positions] = True
+            keep = np.zeros(records.source_count, bool)
+            keep[self._record_indices()[self.positions]] = True
             keep = tf.constant(keep)
             dataset = dataset.filter(lambda png, label, index: tf.gather(keep, index))
         if shuffle_seed is not None:  # encoded bytes in the buffer, decoded after it
@@ -217,6 +216,24 @@ class ImageStream:
         return dataset.map(lambda png, label, index: (tf.ensure_shape(tf.io.decode_png(png, channels=3), shape),
                                                       label, index),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _record_indices(self):
+        """The sorted ``index`` (source position) of every record: a stream's positions count records, and the
+        records' indices skip the positions of unreadable source files.  Without gaps they are the positions;
+        with gaps they are read once (the index fields only, nothing decoded)."""
+        records = self.source
+        if records.source_count == self.count:
+            return np.arange(self.count, dtype=np.int64)
+        if "indices" not in records.cache:
+            width = records.label_width
+            dataset = tf.data.TFRecordDataset(list(records.shards)).map(
+                lambda record: tfrecord.parse_fields(record, width)[2], num_parallel_calls=tf.data.AUTOTUNE)
+            indices = np.sort(np.concatenate([np.zeros(0, np.int64)] + [b.numpy() for b in dataset.batch(4096)]))
+            if len(indices) != self.count:
+                raise DataError(f"tfrecord: the {self.split} shards hold {len(indices)} records, the manifest says "
+                                f"{self.count}; rerun apps/prepare_data.py to check them")
+            records.cache["indices"] = indices
+        return records.cache["indices"]
 
     def _tfds_elements(self, shuffle_seed, num_shards, shard_index):
         import tensorflow_datasets as tfds
@@ -269,8 +286,9 @@ class ImageStream:
         return dataset.with_options(options)
 
     def read_labels(self):
-        """The labels of every example of the stream in source order (unreadable files included), or None
-        when unlabelled: known from the listing for image files, else read (without decoding TFRecord images)."""
+        """The labels of the stream's ``len`` examples in source order (image files: unreadable ones included),
+        or None when unlabelled: known from the listing for image files, else read (without decoding TFRecord
+        images)."""
         if self.label_kind is None:
             return None
         if isinstance(self.source, Files):
@@ -335,8 +353,9 @@ def record_stream(name, split, data_dir, manifest, entry, skipped=None):
     shards = tfrecord.check_shards(data_dir, entry)
     label_kind = entry.get("label_kind")
     class_names = list(manifest.get("class_names") or [])
-    source = Records(shards, tfrecord.label_width(label_kind, class_names))
-    # Positions are those of the source split (the records' "index"): unreadable source files left gaps.
-    count = int(entry.get("source_count", entry["count"]))
+    # The stream's positions count the records written; their "index" is the source position, where
+    # unreadable source files left gaps (Records.source_count).
+    count = int(entry["count"])
+    source = Records(shards, tfrecord.label_width(label_kind, class_names), int(entry.get("source_count", count)))
     return ImageStream(name, split, source, count, tuple(manifest["image_shape"]), label_kind, class_names,
                        skipped=skipped)

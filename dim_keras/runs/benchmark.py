@@ -212,7 +212,7 @@ def _device_description(tf):
     return timing.cpu_description(), False
 
 
-def _configure_threads(tf, threads):
+def configure_threads(tf, threads):
     """Sets TF's intra-op threads (0 = all cores; the inter-op pool keeps its default); returns the count.
 
     Only possible before TensorFlow executes anything: in a process where it already has, the
@@ -273,7 +273,7 @@ def benchmark_training(config):
 
     from dim_keras.runs.train import set_precision
 
-    threads = _configure_threads(tf, config.threads)
+    threads = configure_threads(tf, config.threads)
     device, on_gpu = _device_description(tf)
     set_precision(config.model.mixed_precision)
     baseline_mb = timing.max_rss_mb()
@@ -362,7 +362,7 @@ def benchmark_data_pipeline(config):
 
     from dim_keras.data import make_dataset
 
-    threads = _configure_threads(tf, config.threads)
+    threads = configure_threads(tf, config.threads)
     size, batch, seed = config.image_size, config.model.batch_size, config.model.seed
     source = config.pipeline_source
     with tempfile.TemporaryDirectory(prefix="dim_keras-pipeline-") as root:
@@ -431,7 +431,7 @@ def benchmark_matmul_peak(config):
     """
     import tensorflow as tf
 
-    threads = _configure_threads(tf, config.threads)
+    threads = configure_threads(tf, config.threads)
     device, on_gpu = _device_description(tf)
     dtype = tf.as_dtype(PRECISION_DTYPES[config.model.mixed_precision])
     d, rows, seed = config.model.embedding_dim, MATMUL_ROWS, config.model.seed

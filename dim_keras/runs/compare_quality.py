@@ -25,6 +25,7 @@ A finished run leaves ``arm_result.json`` in its directory; rerunning with the s
 settings reuses it, and an unfinished dim_keras run continues from its last checkpoint (``--resume``).
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -34,7 +35,7 @@ import warnings
 import numpy as np
 
 from dim_keras import io
-from dim_keras.config import QUALITY_ARMS, to_dict, validate
+from dim_keras.config import QUALITY_ARMS, TrainConfig, from_dict, to_dict, validate
 from dim_keras.errors import UsageError
 
 FEATURES = ("conv", "fc", "y")
@@ -98,9 +99,21 @@ def _settings_of(train_config):
     return {k: v for k, v in to_dict(train_config).items() if k not in _RUN_ONLY_SETTINGS}
 
 
+def _resolved(settings, keys):
+    """``settings`` as compared for reuse, on ``keys``: the TrainConfig settings among them with every
+    default filled in and the recipe's knobs and learning rate resolved, so a record written before a
+    setting existed, or with a recipe default spelled out, matches a run that means the same."""
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    train = from_dict(TrainConfig, {k: v for k, v in settings.items() if k in fields})
+    resolved = {**_settings_of(train), **settings, **train.recipe_settings(),
+                "learning_rate": train.resolved_learning_rate()}
+    return {k: v for k, v in resolved.items() if k in keys or k not in fields}
+
+
 def _reusable(path, settings):
-    """The record in ``path`` (an ``arm_result.json``) when it was made with ``settings``; None when there is
-    none; a UsageError when it was made with other settings."""
+    """The record in ``path`` (an ``arm_result.json``) when it was made with ``settings`` (as
+    :func:`_resolved` compares them); None when there is none; a UsageError when it was made with other
+    settings."""
     record_path = os.path.join(path, ARM_RESULT)
     if not os.path.exists(record_path):
         return None
@@ -109,12 +122,24 @@ def _reusable(path, settings):
             record = json.load(handle)
     except (OSError, ValueError) as error:
         raise UsageError(f"cannot read {record_path} ({error}): remove it to rerun that run") from None
-    if record.get("settings") != settings:
-        changed = sorted(k for k in set(settings) | set(record.get("settings", {}))
-                         if settings.get(k) != record.get("settings", {}).get(k))
+    keys = set(settings) | set(record.get("settings", {}))
+    saved, wanted = _resolved(record.get("settings", {}), keys), _resolved(settings, keys)
+    if saved != wanted:
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         raise UsageError(f"{path} holds a finished run with other settings ({', '.join(changed)}): choose "
                          f"another --output_dir")
     record["reused"] = True
+    return record
+
+
+def _finish_record(path, record, probe):
+    """Adds the label-scarce probe column (when the probe has one) to ``record`` and writes it as
+    ``path``'s ``arm_result.json``, the mark of a finished run; returns it."""
+    scarce = _scarce_column(probe)
+    if scarce:
+        record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
+    os.makedirs(path, exist_ok=True)
+    io.write_json(os.path.join(path, ARM_RESULT), record)
     return record
 
 
@@ -199,12 +224,7 @@ def _random_init_arm(config, seed, recipe_records, log):
     probe = random_init_probe(train_config, log=log)
     record = {"arm": "random_init", "seed": seed, "output_dir": path, "epochs": 0, "settings": settings,
               "probe": _accuracies(probe), "wall_s": time.perf_counter() - start, "train_s": 0.0}
-    scarce = _scarce_column(probe)
-    if scarce:
-        record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
-    os.makedirs(path, exist_ok=True)
-    io.write_json(os.path.join(path, ARM_RESULT), record)
-    return record
+    return _finish_record(path, record, probe)
 
 
 def _torch_arm(config, seed, threads, log):
@@ -217,7 +237,8 @@ def _torch_arm(config, seed, threads, log):
     train_config = config.run_config(RECIPE_ARMS[0], seed, path)  # the data, epochs and batch of every arm
     settings = {"implementation": "torch_reference", **{k: v for k, v in _settings_of(train_config).items()
                                                          if k in ("dataset", "data_dir", "epochs", "batch_size",
-                                                                  "seed", "steps_per_epoch", "probe_max_train")}}
+                                                                  "seed", "steps_per_epoch", "probe_max_train")},
+                "learning_rate": train_config.resolved_learning_rate()}
     record = _reusable(path, settings)
     if record is not None:
         log(f"torch seed {seed}: reusing the finished run in {path}")
@@ -238,6 +259,7 @@ def _torch_arm(config, seed, threads, log):
     start = time.perf_counter()
     trained = torch_reference.train_torch_dim(
         split.images, epochs, seed=seed, batch_size=train_config.batch_size,
+        learning_rate=train_config.resolved_learning_rate(),
         steps_per_epoch=train_config.steps_per_epoch, device=device, log=log if train_config.verbose else None)
     probe = linear_probe(torch_reference.torch_encoder_fn(trained["model"]), probe_data)
     wall_s = time.perf_counter() - start
@@ -247,12 +269,7 @@ def _torch_arm(config, seed, threads, log):
         "images_per_s": trained["images_per_s"], "loss": [h["loss"] for h in trained["history"]],
         "threads": trained["threads"], "device": trained["device"], "torch_version": trained["torch_version"],
     }
-    scarce = _scarce_column(probe)
-    if scarce:
-        record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
-    os.makedirs(path, exist_ok=True)
-    io.write_json(os.path.join(path, ARM_RESULT), record)
-    return record
+    return _finish_record(path, record, probe)
 
 
 # ------------------------------------------------------------------------------------------ summary
@@ -384,8 +401,13 @@ def compare_quality(config, log=print):
     ``<output_dir>/compare_quality.json``).  UsageError for bad settings or data."""
     validate(config)
     import tensorflow as tf
-    from dim_keras.runs.benchmark import _configure_threads
-    threads = _configure_threads(tf, config.threads)
+    from dim_keras.runs.benchmark import configure_threads
+    threads = configure_threads(tf, config.threads)
+    if "torch" in config.arms:  # before hours of the other arms' training, not after
+        from dim_keras.runs import torch_reference
+        from dim_keras.runs.train import load_pretraining_data
+        _, _, input_shape = load_pretraining_data(config.run_config(RECIPE_ARMS[0], config.seeds[0], None))
+        torch_reference.check_torch_input_shape((None, *input_shape))
     os.makedirs(config.output_dir, exist_ok=True)
     recipes = [arm for arm in config.arms if arm in RECIPE_ARMS]
     runs = {arm: [] for arm in config.arms}

@@ -9,6 +9,7 @@ table and write the results as JSON.
 import os
 
 from dim_keras import io
+from dim_keras.choices import STREAMING_AUTO_BYTES
 from dim_keras.config import validate
 from dim_keras.errors import UsageError, first_line
 
@@ -76,7 +77,7 @@ def _metrics_and_data(config, data, encoder_model, log):
     if not data.streaming or not pixel_metrics:
         return metrics
     why = ("--streaming=on keeps the images on disk" if config.streaming == "on" else
-           "the images stream from disk (more than 2 GiB decoded)")
+           f"the images stream from disk (more than {STREAMING_AUTO_BYTES / 2**30:g} GiB decoded)")
     if config.metrics:
         raise UsageError(f"--metrics={','.join(pixel_metrics)} needs the images in memory and {why}: pass "
                          f"--max_train/--max_test to measure on a subset, or leave them out of --metrics")

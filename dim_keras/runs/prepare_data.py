@@ -42,14 +42,20 @@ def _check_output(output, config):
 
     settings_path = os.path.join(output, tfrecord.SETTINGS)
     wanted = content_settings(config)
+    # The source folder defines the content too; compared as an absolute, normalised path, so that another
+    # spelling of the same folder continues the preparation and another folder cannot add its shards to it.
+    data_dir = config.data_dir and os.path.abspath(config.data_dir)
     if os.path.exists(settings_path):
         try:
             with open(settings_path) as handle:
-                saved = json.load(handle)["settings"]
+                document = json.load(handle)
+            saved, saved_data_dir = document["settings"], document["data_dir"]
         except (OSError, ValueError, KeyError) as error:
             raise UsageError(f"--output={output}: cannot read {settings_path} ({error})") from None
         changed = [f"--{name}={wanted[name]} (it has {saved.get(name)})" for name in wanted
                    if saved.get(name) != wanted[name]]
+        if saved_data_dir != data_dir:
+            changed.append(f"--data_dir={data_dir} (it has {saved_data_dir})")
         if changed:
             raise UsageError(f"--output={output} holds a preparation with other settings: {', '.join(changed)}; "
                              f"rerun with its settings to continue it, or choose another --output")
@@ -58,8 +64,7 @@ def _check_output(output, config):
         raise UsageError(f"--output={output} is not empty and holds no preparation ({tfrecord.SETTINGS}): choose "
                          f"an empty or new directory")
     os.makedirs(output, exist_ok=True)
-    io.write_json(settings_path, {"settings": wanted,
-                                  "data_dir": config.data_dir and os.path.abspath(config.data_dir),
+    io.write_json(settings_path, {"settings": wanted, "data_dir": data_dir,
                                   "started": datetime.datetime.now().isoformat(timespec="seconds")})
 
 

@@ -281,7 +281,11 @@ def uint8_to_inputs(torch, images_uint8, device=None):
 def check_torch_images(images):
     """UsageError unless the authors' CIFAR encoder takes ``images`` (uint8 [N, H, W, 3], square, side a
     multiple of 8 and >= 16)."""
-    shape = tuple(images.shape)
+    check_torch_input_shape(tuple(images.shape))
+
+
+def check_torch_input_shape(shape):
+    """:func:`check_torch_images` on a shape ``[N, H, W, C]`` (before any image is loaded)."""
     if len(shape) != 4 or shape[-1] != 3 or shape[1] != shape[2] or shape[1] % 8 or shape[1] < 16:
         raise UsageError(f"the torch reference is the authors' CIFAR encoder: it needs square images whose side "
                          f"is a multiple of 8 and >= 16 (32x32 in the paper), got {shape[1:]}")
