@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from official_formats import WITHOUT_TENSORFLOW, free_ports
+from official_formats import WITHOUT_TENSORFLOW
+from worker_processes import finish, start
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,28 +27,7 @@ CHIEF_ONLY = {"config.json", "metrics.json", "logs", "encoder", "model.keras", "
 
 def start_workers(out, args):
     """Starts worker 0 (the chief) and worker 1, each with its own --output_dir under ``out``."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(TRAIN + args + [f"--output_dir={out / f'w{index}'}"], env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def finish(procs, timeout=300):
-    """``[(returncode, stdout, stderr)]`` of ``procs``; kills what is still running after ``timeout`` s."""
-    results = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, stdout, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return results
+    return start([TRAIN + args + [f"--output_dir={out / f'w{index}'}"] for index in range(2)])
 
 
 def assert_clean_exit(results):

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 import streaming_folders
-from official_formats import free_ports
+import worker_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -32,24 +32,9 @@ def write_numbered_folder(directory, count):
 
 def run_workers(script, args, timeout=300):
     """Two processes of ``script`` under one TF_CONFIG cluster on loopback: ``[(code, stdout, stderr)]``."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, *script, *args[index]], env=env, cwd=ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=timeout)
-            results.append((proc.returncode, stdout, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    return results
+    procs = worker_processes.start([[sys.executable, *script, *args[index]] for index in range(2)],
+                                   env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    return worker_processes.finish(procs, timeout)
 
 
 # Each worker builds the training input exactly as dim_keras.runs.train does (input_shard, pretraining_dataset)
