@@ -45,6 +45,7 @@ PRECISIONS = ("off", "float16", "bfloat16")
 RECIPES = ("paper", "improved")
 AUGMENTATIONS = ("none", "pad_crop_flip")
 LR_SCHEDULES = ("constant", "cosine")
+LAYER_DEFAULTS = ("keras", "torch")
 ENCODER_OUTPUTS = ("local", "conv", "fc", "y")
 
 # Evaluation measures (dim_keras.evaluation.suite).

@@ -37,15 +37,18 @@ PAPER_EPOCHS = 200
 #   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
 #     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
 #   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
+#   layer_defaults: keras (glorot kernels, BN momentum 0.99 / eps 1e-3) or torch (the authors' step runs with
+#     torch's: kaiming-uniform, BN 0.9 / 1e-5; dim_keras.initializers).
 # A recipe's score_scale that means 1 / sqrt(--embedding_dim), AMDIM's scale for encode-and-dot scores.
 INVERSE_SQRT_WIDTH = "1/sqrt(embedding_dim)"
 # The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip).
-RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule")
+RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule", "layer_defaults")
 RECIPES = {
     "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
-              "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant"},
+              "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant", "layer_defaults": "torch"},
     "improved": {"global_layer_norm": True, "score_scale": INVERSE_SQRT_WIDTH, "score_penalty": 0.05,
-                 "score_clip": 20.0, "pad_crop_flip": True, "learning_rate": 5e-4, "lr_schedule": "cosine"},
+                 "score_clip": 20.0, "pad_crop_flip": True, "learning_rate": 5e-4, "lr_schedule": "cosine",
+                 "layer_defaults": "keras"},
 }
 PROBE_FEATURES = ("y", "fc", "conv")
 # --monitor_every's default ("auto"): monitor every this many epochs on datasets with class labels; off on the
@@ -227,6 +230,11 @@ class TrainConfig:
     lr_schedule: str = setting(None, "Learning-rate schedule: constant or cosine (decay to 0 over the run; "
                                "default: the recipe's: constant for paper, cosine for improved).",
                                choices=choices.LR_SCHEDULES)
+    layer_defaults: str = setting(None, "Initialisation and normalisation defaults of every layer: keras "
+                                  "(glorot-uniform, zero biases, BN momentum 0.99, eps 1e-3) or torch (what the "
+                                  "authors' step runs with: kernels and biases U(+-1/sqrt(fan_in)), BN momentum "
+                                  "0.9, eps 1e-5; default: the recipe's: torch for paper, keras for improved).",
+                                  choices=choices.LAYER_DEFAULTS)
     encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
                            "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
     image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
@@ -353,8 +361,9 @@ def load_run_config(output_dir):
         with open(path) as handle:
             record = json.load(handle)
         settings = {k: v for k, v in record.items() if k not in ("resolved", "history")}
-        if "recipe" not in settings:  # a run from before --recipe: its critic had no layer norm on Y
+        if "recipe" not in settings:  # a run from before --recipe: no layer norm on Y, Keras's layer defaults
             settings.setdefault("global_layer_norm", False)
+            settings.setdefault("layer_defaults", "keras")
         return from_dict(TrainConfig, settings), record
     except (OSError, ValueError, TypeError) as error:
         raise UsageError(f"--resume: cannot read {path} ({error})") from None
@@ -1020,7 +1029,7 @@ class CompareQualityConfig:
         "defaults: the paper's DIM(L) with gamma = 0).",
         only=("dataset", "data_dir", "download", "epochs", "batch_size", "steps_per_epoch", "probe_max_train",
               "monitor_every", "monitor_examples", "jit_compile", "verbose", "learning_rate", "augment",
-              "lr_schedule", "global_layer_norm", "score_scale", "score_penalty", "score_clip"),
+              "lr_schedule", "global_layer_norm", "score_scale", "score_penalty", "score_clip", "layer_defaults"),
         dataset="cifar10", epochs=10, monitor_every=1, verbose=2)
 
     def check(self):

@@ -40,7 +40,7 @@ def test_recipes_set_the_model_and_the_augmentation():
     assert paper.recipe == TrainConfig().recipe == "paper"  # the default stays faithful to the paper
     assert RECIPES["paper"] == {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0,
                                 "score_clip": None, "pad_crop_flip": False, "learning_rate": 1e-4,
-                                "lr_schedule": "constant"}
+                                "lr_schedule": "constant", "layer_defaults": "torch"}
     cifar, stl = dataset_defaults("cifar10"), dataset_defaults("stl10")
     assert augmentation(paper, cifar, (32, 32, 3)) == {}
     assert augmentation(improved, cifar, (32, 32, 3)) == {"pad": 4, "flip": True}
@@ -109,3 +109,34 @@ def test_a_cosine_run_refuses_a_changed_horizon_on_resume():
     with pytest.raises(UsageError, match="--steps_per_epoch=5 differs"):
         check_resumable(saved, TrainConfig(recipe="improved", epochs=10, steps_per_epoch=5))
     check_resumable(TrainConfig(epochs=10), TrainConfig(epochs=20))  # constant rate: more epochs are fine
+
+
+def test_torch_layer_defaults_draw_like_torch_and_keep_the_identity_shortcut():
+    """kaiming_uniform(a=sqrt(5)) is U(+-1/sqrt(fan_in)) (variance bound^2 / 3), biases alike; BN momentum 0.9
+    (torch's 0.1 for the new statistic), eps 1e-5; the critic's noisy-identity shortcut is left alone."""
+    import keras
+
+    from dim_keras.initializers import apply_torch_layer_defaults
+    paper = build_model(TrainConfig(dataset="digits", recipe="paper", embedding_dim=64, gamma=0.0, seed=1),
+                        (32, 32, 3))
+    improved = build_model(TrainConfig(dataset="digits", recipe="improved", embedding_dim=64, gamma=0.0),
+                           (32, 32, 3))
+    conv2 = paper.encoder.get_layer("conv2_conv").kernel.numpy()  # 4x4x64 -> 128: fan_in 1024
+    bound = 1 / np.sqrt(4 * 4 * 64)
+    assert np.abs(conv2).max() <= bound
+    assert np.var(conv2) == pytest.approx(bound ** 2 / 3, rel=0.02)  # 131,072 draws
+    y_bias = paper.encoder.get_layer("y").bias.numpy()
+    assert np.abs(y_bias).max() <= 1 / np.sqrt(1024) and np.abs(y_bias).max() > 0  # torch: not zeros
+    bns = [l for l in paper._flatten_layers(recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.momentum == 0.9 and l.epsilon == 1e-5 for l in bns)
+    assert all(l.get_config()["momentum"] == 0.9 for l in bns)  # saved with the model
+    keras_bns = [l for l in improved._flatten_layers(recursive=True)
+                 if isinstance(l, keras.layers.BatchNormalization)]
+    assert all(l.momentum == 0.99 and l.epsilon == 1e-3 for l in keras_bns)  # improved keeps Keras's
+    shortcut = paper.local_critic.local_embedding.shortcut.kernel.numpy()
+    np.testing.assert_array_equal(np.diag(shortcut), 1.0)  # the noisy identity survives
+    # Seeded: the same seed draws the same weights.
+    again = build_model(TrainConfig(dataset="digits", recipe="paper", embedding_dim=64, gamma=0.0, seed=1),
+                        (32, 32, 3))
+    np.testing.assert_array_equal(again.encoder.get_layer("conv2_conv").kernel.numpy(), conv2)
+    assert apply_torch_layer_defaults(again, seed=1) is again

@@ -299,6 +299,9 @@ def build_model(config, input_shape, steps_per_epoch=None):
         embedding_dim=config.embedding_dim, prior=config.prior,
         local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
         seed=config.seed, **_recipe_model_settings(config))
+    if config.recipe_settings()["layer_defaults"] == "torch":
+        from dim_keras.initializers import apply_torch_layer_defaults
+        apply_torch_layer_defaults(model, seed=config.seed)
     optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
     d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
     # XLA and MirroredStrategy do not mix in Keras 3 ("Trying to access resource
