@@ -20,10 +20,10 @@ from dim_keras.choices import ENCODERS
 
 def _bn(synchronized, name):
     # Synchronised BN averages statistics over replicas under tf.distribute.
-    # Keras's BN defaults (momentum 0.99, eps 1e-3) and glorot-uniform kernels are kept, not the authors'
-    # torch defaults (momentum 0.9, eps 1e-5, kaiming-uniform): on real CIFAR images (10 epochs, one seed)
-    # torch's BN + init moved the linear probe by +0.5 (Y), +0.9 (conv), +4.0 (fc) points, the first two
-    # within noise; docs/RESULTS.md ("Parity") has the measurement.
+    # The builders use Keras's BN defaults (momentum 0.99, eps 1e-3) and glorot-uniform kernels; the authors'
+    # step runs with torch's (momentum 0.9, eps 1e-5, kaiming-uniform), which apps/train.py's paper recipe
+    # applies afterwards (dim_keras.initializers): on real CIFAR images (10 epochs, one seed) they moved the
+    # linear probe by +0.5 (Y), +0.9 (conv), +4.0 (fc) points; docs/RESULTS.md ("Parity").
     return layers.BatchNormalization(synchronized=synchronized, name=name)
 
 
