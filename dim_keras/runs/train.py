@@ -259,8 +259,9 @@ def input_shard(strategy, role):
 def pretraining_dataset(config, split, defaults, input_shape, seed, num_shards=1, shard_index=0):
     """The repeated training pipeline of ``split`` (arrays or a stream) with the run's augmentation, seeded by
     ``seed``.  A stream is sharded here by files, ``num_shards`` / ``shard_index`` (:func:`input_shard`):
-    every worker of a multi-worker run reads only its own files, and together they read every file of an
-    epoch once; arrays are sharded by tf.distribute (docs/DISTRIBUTED.md)."""
+    every worker of a multi-worker run reads only its own files, and in each pass over them no file twice
+    (together every file once per epoch when the file count is a multiple of workers x batch size);
+    arrays are sharded by tf.distribute (docs/DISTRIBUTED.md)."""
     from dim_keras.data import make_dataset
     shards = dict(num_shards=num_shards, shard_index=shard_index) if split.streaming else {}
     return make_dataset(split if split.streaming else split.images, batch_size=config.batch_size, training=True,
