@@ -279,7 +279,7 @@ def learning_rate(config, steps_per_epoch=None):
     return rate
 
 
-def steps_per_epoch(config, split):
+def training_steps_per_epoch(config, split):
     """Training steps per epoch: full batches of ``split``, capped by ``--steps_per_epoch``."""
     steps = len(split) // config.batch_size
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
@@ -493,7 +493,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
 
     keras.utils.set_random_seed(config.seed)
     set_precision(config.mixed_precision)
-    steps = steps_per_epoch(config, split)
+    steps = training_steps_per_epoch(config, split)
     with strategy.scope():
         model = build_model(config, input_shape, steps)
     # The probe's baseline: the same encoder at its (seeded) random initialisation, before any restore.
