@@ -1,13 +1,20 @@
 """The Deep InfoMax model (DIM section 3, eq. 8) as a Keras model.
 
-Training logic lives only in ``train_step`` (``_train_on``); estimators are the pure
-functions of :mod:`dim_keras.estimators`, networks are the layers of
-:mod:`dim_keras.critics`, :mod:`dim_keras.encoders` and :mod:`dim_keras.priors`.
+Training logic lives only in ``train_step``; estimators are the pure functions of
+:mod:`dim_keras.estimators`, networks are the layers of :mod:`dim_keras.critics`,
+:mod:`dim_keras.encoders` and :mod:`dim_keras.priors`.
+
+The objective (``_representation_loss``, ``_discriminator_loss``) is written with
+``keras.ops`` only.  What Keras requires per backend sits in one place each: the
+TensorFlow step (``_train_on``: ``tf.GradientTape``, ``tf.distribute``) and the
+stateless JAX step (``_jax_train_step``: ``jax.value_and_grad``, ``StatelessScope``,
+``optimizer.stateless_apply``), plus the input gradient of the prior's optional
+gradient penalty (:func:`_with_input_gradient`).  Importing this module does not
+import TensorFlow on the JAX backend.
 """
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from dim_keras import critics as critics_lib
@@ -68,6 +75,8 @@ def _reducible_across_workers(logs):
     ("Invalid reduction dimension 0 for input with 0 dimensions"); the
     reduction removes the added axis again, so the logs stay scalars.
     """
+    import tensorflow as tf  # this helper serves the TensorFlow step only
+
     strategy = tf.distribute.get_strategy()
     if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode()):
@@ -92,8 +101,11 @@ def _run_unless_batch_of_one(step, images):
     trailing batch of one runs nothing at all: no weight, batch-norm
     statistic, optimizer iteration, seed or metric moves.  Under tf.distribute
     all replicas skip when any has fewer than 2 images (their gradients are
-    all-reduced together).
+    all-reduced together).  TensorFlow only: under JAX every batch shape is
+    static (see ``DeepInfoMax._jax_train_step``).
     """
+    import tensorflow as tf
+
     batch = images.shape[0]
     if batch is not None:
         _check_batch_size(batch)
@@ -117,6 +129,100 @@ def _run_unless_batch_of_one(step, images):
                  lambda: None)
 
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(enough, images))
+
+
+def _with_input_gradient(fn, inputs):
+    """``(fn(inputs), d sum(fn(inputs)) / d inputs)``: the input gradient that the prior
+    discriminator's gradient penalty needs, the one piece of its loss that ``keras.ops`` cannot
+    express.  Both versions stay differentiable with respect to ``fn``'s weights (the penalty's
+    second-order gradient reaches the discriminator)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        outputs, pullback = jax.vjp(fn, inputs)
+        (gradient,) = pullback(ops.ones_like(outputs))
+        return outputs, gradient
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(inputs)
+            outputs = fn(inputs)
+        return outputs, tape.gradient(outputs, inputs)
+    raise NotImplementedError(f"the prior gradient penalty supports the tensorflow and jax backends, not {backend}")
+
+
+class _OptimizerPair(keras.optimizers.Optimizer):
+    """The JAX backend's ``model.optimizer`` when a prior discriminator has its own optimizer.
+
+    Keras's JAX trainer threads exactly ``model.optimizer.variables`` through its jitted,
+    stateless step (and syncs, shards and saves them).  A second optimizer held beside it would
+    enter the step as constants and its updates would be lost, so on JAX ``model.optimizer`` is
+    this pair: its ``variables`` are the representation optimizer's followed by the
+    discriminator optimizer's, and ``DeepInfoMax._jax_train_step`` applies each to its own
+    slice with ``stateless_apply``.  ``iterations``, ``learning_rate`` and ``scale_loss`` are
+    the representation optimizer's (what callbacks and schedules read).  It is never serialised:
+    ``DeepInfoMax.get_compile_config`` stores the two optimizers themselves.
+    """
+
+    def __init__(self, representation, discriminator, name="optimizer_pair"):
+        super().__init__(learning_rate=0.0, name=name)
+        self.representation = representation
+        self.discriminator = discriminator
+        self.built = True  # both parts are built by DeepInfoMax.compile
+
+    def build(self, var_list):
+        """Nothing to build: ``DeepInfoMax.compile`` builds each optimizer on its own variables."""
+        self.built = True
+
+    @property
+    def variables(self):
+        return self.representation.variables + self.discriminator.variables
+
+    def split(self, values):
+        """``values`` (one per variable of ``variables``) as (representation's, discriminator's)."""
+        count = len(self.representation.variables)
+        return list(values[:count]), list(values[count:])
+
+    @property
+    def iterations(self):
+        return self.representation.iterations
+
+    @property
+    def learning_rate(self):
+        return self.representation.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.representation.learning_rate = learning_rate
+
+    def scale_loss(self, loss):
+        return self.representation.scale_loss(loss)
+
+    def apply(self, grads, trainable_variables=None):
+        raise TypeError("an optimizer pair has no single update: DeepInfoMax's JAX step applies "
+                        "model.optimizer.representation and .discriminator to their own variables")
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        raise TypeError("an optimizer pair has no single update: DeepInfoMax's JAX step applies "
+                        "model.optimizer.representation and .discriminator to their own variables")
+
+    def get_config(self):
+        raise TypeError("an optimizer pair is not serialised: DeepInfoMax.get_compile_config stores its two parts")
+
+
+def _scope_values(scope, variables, previous):
+    """The values of ``variables`` at the end of a ``StatelessScope`` (``previous`` where untouched)."""
+    current = [scope.get_current_value(v) for v in variables]
+    return [value if value is not None else old for value, old in zip(current, previous)]
+
+
+def _with_replaced(values, positions, replacements):
+    values = list(values)
+    for position, value in zip(positions, replacements):
+        values[position] = value
+    return values
 
 
 @keras.saving.register_keras_serializable(package="dim_keras")
@@ -302,11 +408,20 @@ class DeepInfoMax(keras.Model):
             # variables of every optimizer created up front).
             self.discriminator_optimizer.build(self.prior_discriminator.trainable_variables)
         self.optimizer.build(self.representation_variables)
+        if keras.backend.backend() == "jax" and self.discriminator_optimizer is not None:
+            self.optimizer = _OptimizerPair(self.optimizer, self.discriminator_optimizer)
+
+    @property
+    def representation_optimizer(self):
+        """The optimizer of the encoder and critics (``model.optimizer`` itself, except on JAX with a
+        prior discriminator, where ``model.optimizer`` is the pair of both; see ``_OptimizerPair``)."""
+        optimizer = getattr(self, "optimizer", None)
+        return optimizer.representation if isinstance(optimizer, _OptimizerPair) else optimizer
 
     def get_compile_config(self):
         if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
             return None
-        config = {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+        config = {"optimizer": keras.saving.serialize_keras_object(self.representation_optimizer)}
         if getattr(self, "discriminator_optimizer", None) is not None:
             config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
                 self.discriminator_optimizer)
@@ -398,17 +513,18 @@ class DeepInfoMax(keras.Model):
         return loss, terms, prior_y
 
     def _discriminator_loss(self, prior_y):
+        """The prior discriminator's loss (Table 10, eq. 7) and accuracy on prior samples vs ``prior_y``."""
         batch = ops.shape(prior_y)[0]
         real = priors_lib.sample_prior(self.prior, batch, self.y_dim, seed=self.seed_generator)
         fake = ops.stop_gradient(prior_y)
-        with tf.GradientTape(watch_accessed_variables=False) as penalty_tape:
-            penalty_tape.watch([real, fake])
+        if self.prior_gradient_penalty > 0:
+            real_logits, grad_real = _with_input_gradient(self.prior_discriminator, real)
+            fake_logits, grad_fake = _with_input_gradient(self.prior_discriminator, fake)
+        else:
             real_logits = self.prior_discriminator(real)
             fake_logits = self.prior_discriminator(fake)
         loss = priors_lib.discriminator_loss(real_logits, fake_logits)
         if self.prior_gradient_penalty > 0:
-            grad_real, grad_fake = penalty_tape.gradient(
-                [real_logits, fake_logits], [real, fake])
             penalty = (ops.mean(ops.sum(ops.square(grad_real), axis=-1))
                        + ops.mean(ops.sum(ops.square(grad_fake), axis=-1)))
             loss += self.prior_gradient_penalty * penalty
@@ -431,8 +547,10 @@ class DeepInfoMax(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def _train_on(self, images):
-        """One step on a batch of >= 2 images: the encoder + critics update of
-        eq. 8, then the prior discriminator's update, then the metrics."""
+        """The TensorFlow step on a batch of >= 2 images: the encoder + critics
+        update of eq. 8, then the prior discriminator's update, then the metrics."""
+        import tensorflow as tf
+
         # Gradients are summed over replicas under tf.distribute: scale the
         # per-replica mean so the update matches one device on the global batch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -462,12 +580,123 @@ class DeepInfoMax(keras.Model):
             d_loss, d_accuracy = self._discriminator_loss(prior_y)
         self._update_trackers(loss, terms, d_loss, d_accuracy)
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One training step: ``train_step(data)`` on TensorFlow, ``train_step(state, data)`` ->
+        ``(logs, state)`` on JAX (Keras's stateless convention there)."""
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        (data,) = args
         # A trailing batch of one is skipped, a static one raises (see
         # _run_unless_batch_of_one); partial batches of >= 2 train normally.
         _run_unless_batch_of_one(self._train_on, as_unit_floats(_images_of(data)))
         return _reducible_across_workers(self._logs())
 
-    def test_step(self, data):
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_test_step(*args)
+        (data,) = args
         _run_unless_batch_of_one(self._evaluate_on, as_unit_floats(_images_of(data)))
         return self._logs()
+
+    # ------------------------------------------------------ the JAX step
+    def _jax_positions(self):
+        """Positions in ``trainable_variables`` of the representation's and the discriminator's variables."""
+        position = {id(v): k for k, v in enumerate(self.trainable_variables)}
+        representation = [position[id(v)] for v in self.representation_variables]
+        discriminator = ([position[id(v)] for v in self.prior_discriminator.trainable_variables]
+                         if self.prior_discriminator is not None else [])
+        return representation, discriminator
+
+    def _jax_metrics(self, metric_values, loss=None, terms=None, d_loss=None, d_accuracy=None):
+        """Stateless metric update: the logs and the new metric values (no update when ``loss`` is None)."""
+        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metric_values))) as scope:
+            if loss is not None:
+                self._update_trackers(loss, terms, d_loss, d_accuracy)
+            logs = self._logs()
+        return logs, _scope_values(scope, self.metrics_variables, metric_values)
+
+    def _jax_train_step(self, state, data):
+        """The stateless JAX step, the same update as ``_train_on``: encoder + critics by
+        ``optimizer`` on eq. 8, then the prior discriminator by its own optimizer on a
+        stop-gradient copy of Y from the same forward pass, then the metrics.
+
+        Batch shapes are static under ``jax.jit``, so a batch of fewer than 2 images (``fit``'s
+        trailing batch) returns the state untouched, as the TensorFlow step's cond does.  Under
+        ``keras.distribution.DataParallel`` the step is one SPMD program over the global batch:
+        the negatives of an image are all other images of the global batch and batch norm sees
+        the global batch (TensorFlow's MirroredStrategy scores each replica's sub-batch alone).
+        """
+        import jax
+
+        trainable, non_trainable, optimizer_values, metric_values = state
+        images = as_unit_floats(_images_of(data))
+        if images.shape[0] < 2:
+            logs, _ = self._jax_metrics(metric_values)
+            return logs, state
+        if isinstance(self.optimizer, _OptimizerPair):
+            optimizer, d_optimizer = self.optimizer.representation, self.optimizer.discriminator
+            opt_values, d_opt_values = self.optimizer.split(optimizer_values)
+        else:
+            optimizer, d_optimizer = self.optimizer, None
+            opt_values, d_opt_values = list(optimizer_values), []
+        rep_positions, d_positions = self._jax_positions()
+
+        def mapping(trainable_values, non_trainable_values, opt, opt_values):
+            return (list(zip(self.trainable_variables, trainable_values))
+                    + list(zip(self.non_trainable_variables, non_trainable_values))
+                    + list(zip(opt.variables, opt_values)))  # scale_loss reads a loss-scale optimizer's state
+
+        def representation_objective(rep_values, non_trainable_values):
+            values = _with_replaced(trainable, rep_positions, rep_values)
+            with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, optimizer,
+                                                            opt_values)) as scope:
+                features = self.encoder(images, training=True)
+                loss, terms, prior_y = self._representation_loss(features, training=True)
+                scaled = optimizer.scale_loss(loss)
+            return scaled, (loss, terms, prior_y,
+                            _scope_values(scope, self.non_trainable_variables, non_trainable_values))
+
+        rep_values = [trainable[k] for k in rep_positions]
+        (_, (loss, terms, prior_y, non_trainable)), grads = jax.value_and_grad(
+            representation_objective, has_aux=True)(rep_values, non_trainable)
+        rep_values, opt_values = optimizer.stateless_apply(opt_values, grads, rep_values)
+
+        d_loss = d_accuracy = None
+        if self.prior_discriminator is not None:
+            def discriminator_objective(d_values, non_trainable_values):
+                values = _with_replaced(trainable, d_positions, d_values)
+                with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, d_optimizer,
+                                                                d_opt_values)) as scope:
+                    d_loss, d_accuracy = self._discriminator_loss(prior_y)
+                    scaled = d_optimizer.scale_loss(d_loss)
+                return scaled, (d_loss, d_accuracy,
+                                _scope_values(scope, self.non_trainable_variables, non_trainable_values))
+
+            d_values = [trainable[k] for k in d_positions]
+            (_, (d_loss, d_accuracy, non_trainable)), d_grads = jax.value_and_grad(
+                discriminator_objective, has_aux=True)(d_values, non_trainable)
+            d_values, d_opt_values = d_optimizer.stateless_apply(d_opt_values, d_grads, d_values)
+            trainable = _with_replaced(trainable, d_positions, d_values)
+        trainable = _with_replaced(trainable, rep_positions, rep_values)
+
+        logs, metric_values = self._jax_metrics(metric_values, loss, terms, d_loss, d_accuracy)
+        return logs, (trainable, non_trainable, list(opt_values) + list(d_opt_values), metric_values)
+
+    def _jax_test_step(self, state, data):
+        """The stateless JAX counterpart of ``_evaluate_on``."""
+        trainable, non_trainable, metric_values = state
+        images = as_unit_floats(_images_of(data))
+        if images.shape[0] < 2:
+            logs, _ = self._jax_metrics(metric_values)
+            return logs, state
+        state_mapping = (list(zip(self.trainable_variables, trainable))
+                         + list(zip(self.non_trainable_variables, non_trainable)))
+        with keras.StatelessScope(state_mapping=state_mapping) as scope:
+            features = self.encoder(images, training=False)
+            loss, terms, prior_y = self._representation_loss(features, training=False)
+            d_loss = d_accuracy = None
+            if self.prior_discriminator is not None:
+                d_loss, d_accuracy = self._discriminator_loss(prior_y)
+        non_trainable = _scope_values(scope, self.non_trainable_variables, non_trainable)
+        logs, metric_values = self._jax_metrics(metric_values, loss, terms, d_loss, d_accuracy)
+        return logs, (trainable, non_trainable, metric_values)
