@@ -17,8 +17,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from dim_keras import coordinates as coordinates_lib
 from dim_keras import critics as critics_lib
 from dim_keras import estimators as estimators_lib
+from dim_keras import occlusion as occlusion_lib
 from dim_keras import priors as priors_lib
 
 
@@ -280,13 +282,21 @@ class DeepInfoMax(keras.Model):
             scaled scores, before clipping) added to the encoder loss.
         score_clip: if set, soft-clip scores to ``c * tanh(s / c)`` before the
             estimator (AMDIM's stabiliser for infoNCE, useful under fp16).
-        seed: seed for prior samples and location subsampling.
+        occlusion: compute Y from an occluded copy of the image (one random rectangle,
+            :mod:`dim_keras.occlusion`) while the local and conv features come from the full
+            image (Sec. 4.3, App. A.7).
+        coordinate_prediction: ``none``, ``absolute``, ``relative`` or ``both``: auxiliary
+            coordinate-prediction tasks (Sec. 4.3, App. A.7, :mod:`dim_keras.coordinates`) whose
+            cross-entropy is added to the encoder's loss with weight ``coordinate_weight``; their
+            predictors train with the encoder and critics.  Table 5's "coord" runs use both.
+        seed: seed for prior samples, location subsampling, occlusion masks and source locations.
     """
 
     def __init__(self, encoder, alpha=0.0, beta=1.0, gamma=0.1, estimator="jsd",
                  local_critic="dot", embedding_dim=2048, prior="uniform",
                  prior_gradient_penalty=0.0, local_samples=None, score_clip=None,
                  global_layer_norm=False, score_scale=1.0, score_penalty=0.0,
+                 occlusion=False, coordinate_prediction="none", coordinate_weight=1.0,
                  seed=None, **kwargs):
         super().__init__(**kwargs)
         estimators_lib.get_estimator(estimator)  # validates the name
@@ -303,6 +313,11 @@ class DeepInfoMax(keras.Model):
             raise ValueError(f"score_penalty must be >= 0, got {score_penalty}")
         if local_samples is not None and local_samples < 1:
             raise ValueError(f"local_samples must be >= 1, got {local_samples}")
+        if coordinate_prediction not in coordinates_lib.COORDINATE_TASKS:
+            raise ValueError(f"unknown coordinate_prediction {coordinate_prediction!r}; choose one of "
+                             f"{', '.join(coordinates_lib.COORDINATE_TASKS)}")
+        if not coordinate_weight >= 0:
+            raise ValueError(f"coordinate_weight must be >= 0, got {coordinate_weight}")
         self.encoder = encoder
         self.alpha = float(alpha)
         self.beta = float(beta)
@@ -317,6 +332,9 @@ class DeepInfoMax(keras.Model):
         self.global_layer_norm = bool(global_layer_norm)
         self.score_scale = float(score_scale)
         self.score_penalty = float(score_penalty)
+        self.occlusion = bool(occlusion)
+        self.coordinate_prediction = coordinate_prediction
+        self.coordinate_weight = float(coordinate_weight)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._bound = estimators_lib.get_estimator(estimator)
@@ -336,6 +354,22 @@ class DeepInfoMax(keras.Model):
         if self.gamma > 0:
             self.prior_discriminator = priors_lib.PriorDiscriminator(name="prior_discriminator")
             self.prior_discriminator.build((None, self.y_dim))
+        if self.occlusion:
+            occlusion_lib.check_image_size(*encoder.input_shape[1:3])
+        self.coordinate_predictors = {}
+        self.coordinate_trackers = {}
+        tasks = {"absolute": ("absolute",), "relative": ("relative",),
+                 "both": ("absolute", "relative")}.get(coordinate_prediction, ())
+        height, width, channels = shapes["local"][1:]
+        for task in tasks:
+            classes = (height, width) if task == "absolute" else (2 * height - 1, 2 * width - 1)
+            predictor = coordinates_lib.CoordinatePredictor(*classes, name=f"{task}_coordinate_predictor")
+            inputs = self.y_dim + channels * (1 if task == "absolute" else 2)
+            predictor.build((None, inputs))
+            self.coordinate_predictors[task] = predictor
+            self.coordinate_trackers[task] = keras.metrics.Mean(name=f"{task}_coordinate_accuracy")
+        if tasks:
+            self.coordinate_loss_tracker = keras.metrics.Mean(name="coordinate_loss")
 
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.global_mi_tracker = keras.metrics.Mean(name="global_mi")
@@ -357,17 +391,22 @@ class DeepInfoMax(keras.Model):
         if self.prior_discriminator is not None:
             trackers += [self.prior_loss_tracker, self.discriminator_loss_tracker,
                          self.discriminator_accuracy_tracker]
+        if self.coordinate_predictors:
+            trackers += [self.coordinate_loss_tracker] + list(self.coordinate_trackers.values())
         return trackers
 
     @property
     def representation_variables(self):
-        """Variables moved by the MI + prior loss: encoder and MI critics.
+        """Variables moved by the MI + prior (+ coordinate) loss: encoder, MI critics and
+        coordinate predictors.
 
         The prior discriminator's variables are not among them."""
         variables = list(self.encoder.trainable_variables)
         for critic in (self.global_critic, self.local_critic):
             if critic is not None:
                 variables += critic.trainable_variables
+        for predictor in self.coordinate_predictors.values():
+            variables += predictor.trainable_variables
         return variables
 
     def call(self, inputs, training=False):
@@ -445,7 +484,9 @@ class DeepInfoMax(keras.Model):
             "prior_gradient_penalty": self.prior_gradient_penalty,
             "local_samples": self.local_samples, "score_clip": self.score_clip,
             "global_layer_norm": self.global_layer_norm, "score_scale": self.score_scale,
-            "score_penalty": self.score_penalty, "seed": self.seed,
+            "score_penalty": self.score_penalty, "occlusion": self.occlusion,
+            "coordinate_prediction": self.coordinate_prediction, "coordinate_weight": self.coordinate_weight,
+            "seed": self.seed,
         }
 
     @classmethod
@@ -495,6 +536,33 @@ class DeepInfoMax(keras.Model):
             terms["score_penalty"] = sum(penalties)
         return terms
 
+    def features(self, images, training=False):
+        """The features the objective reads: the encoder's, with Y from an occluded copy of the images
+        when ``occlusion`` is on (local, conv and fc stay those of the full images, Sec. 4.3)."""
+        features = self.encoder(images, training=training)
+        if self.occlusion:
+            occluded = self.encoder(occlusion_lib.occlude(images, self.seed_generator), training=training)
+            features = dict(features, y=occluded["y"])
+        return features
+
+    def coordinate_terms(self, features, training, terms):
+        """The summed cross-entropy of the coordinate tasks (A.7); writes each task's accuracy of
+        predicting both coordinates to ``terms[f"{task}_coordinate_accuracy"]``."""
+        y, local = features["y"], features["local"]
+        total = 0.0
+        for task, predictor in self.coordinate_predictors.items():
+            if task == "absolute":
+                inputs, rows, cols = coordinates_lib.absolute_inputs(y, local)
+            else:  # one random source location per image (A.7), every location a target
+                locations = local.shape[1] * local.shape[2]
+                source = keras.random.randint((ops.shape(local)[0],), 0, locations, seed=self.seed_generator)
+                inputs, rows, cols = coordinates_lib.relative_inputs(y, local, source)
+            row_logits, col_logits = predictor(inputs, training=training)
+            task_loss, accuracy = coordinates_lib.coordinate_loss(row_logits, col_logits, rows, cols)
+            terms[f"{task}_coordinate_accuracy"] = accuracy
+            total += task_loss
+        return total
+
     def _representation_loss(self, features, training):
         terms = self.mi_terms(features, training)
         loss = 0.0
@@ -504,6 +572,10 @@ class DeepInfoMax(keras.Model):
             loss -= self.beta * terms["local_mi"]
         if "score_penalty" in terms:
             loss += self.score_penalty * terms["score_penalty"]
+        if self.coordinate_predictors:
+            coordinate_losses = self.coordinate_terms(features, training, terms)
+            terms["coordinate_loss"] = coordinate_losses
+            loss += self.coordinate_weight * coordinate_losses
         prior_y = None
         if self.prior_discriminator is not None:
             prior_y = priors_lib.match_to_prior_space(features["y"], self.prior)
@@ -542,6 +614,10 @@ class DeepInfoMax(keras.Model):
         if d_loss is not None:
             self.discriminator_loss_tracker.update_state(d_loss)
             self.discriminator_accuracy_tracker.update_state(d_accuracy)
+        if "coordinate_loss" in terms:
+            self.coordinate_loss_tracker.update_state(terms["coordinate_loss"])
+            for task, tracker in self.coordinate_trackers.items():
+                tracker.update_state(terms[f"{task}_coordinate_accuracy"])
 
     def _logs(self):
         return {m.name: m.result() for m in self.metrics}
@@ -556,7 +632,7 @@ class DeepInfoMax(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.representation_variables
         with tf.GradientTape() as tape:
-            features = self.encoder(images, training=True)
+            features = self.features(images, training=True)
             loss, terms, prior_y = self._representation_loss(features, training=True)
             scaled = self.optimizer.scale_loss(loss / replicas)
         grads = tape.gradient(scaled, variables)
@@ -573,7 +649,7 @@ class DeepInfoMax(keras.Model):
         self._update_trackers(loss, terms, d_loss, d_accuracy)
 
     def _evaluate_on(self, images):
-        features = self.encoder(images, training=False)
+        features = self.features(images, training=False)
         loss, terms, prior_y = self._representation_loss(features, training=False)
         d_loss = d_accuracy = None
         if self.prior_discriminator is not None:
@@ -650,7 +726,7 @@ class DeepInfoMax(keras.Model):
             values = _with_replaced(trainable, rep_positions, rep_values)
             with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, optimizer,
                                                             opt_values)) as scope:
-                features = self.encoder(images, training=True)
+                features = self.features(images, training=True)
                 loss, terms, prior_y = self._representation_loss(features, training=True)
                 scaled = optimizer.scale_loss(loss)
             return scaled, (loss, terms, prior_y,
@@ -692,7 +768,7 @@ class DeepInfoMax(keras.Model):
         state_mapping = (list(zip(self.trainable_variables, trainable))
                          + list(zip(self.non_trainable_variables, non_trainable)))
         with keras.StatelessScope(state_mapping=state_mapping) as scope:
-            features = self.encoder(images, training=False)
+            features = self.features(images, training=False)
             loss, terms, prior_y = self._representation_loss(features, training=False)
             d_loss = d_accuracy = None
             if self.prior_discriminator is not None:
