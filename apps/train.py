@@ -15,6 +15,9 @@ dim_keras.config.TrainConfig; the run is dim_keras.runs.train.train.
 
 Several machines: one process per worker with TF_CONFIG and --strategy=multi_worker; the chief writes
 all of the above, every other worker only checkpoints/ (docs/DISTRIBUTED.md).
+
+KERAS_BACKEND=jax python apps/train.py ... trains on JAX (--strategy=mirrored: keras.distribution.DataParallel
+over the local devices) and writes the same outputs; its checkpoints resume on JAX only (README "Backends").
 """
 
 import os

@@ -1,15 +1,29 @@
-"""Keras callbacks for long DIM runs: atomic checkpoints, a metrics log and an online probe monitor."""
+"""Keras callbacks for long DIM runs: atomic checkpoints, a metrics log and an online probe monitor.
+
+Two checkpoint formats with one interface (``attach``, ``latest``, ``restore``, ``finished_epochs``,
+``on_epoch_end``, ``save_interrupted``): :class:`EpochCheckpoint` (``tf.train.Checkpoint``, the TensorFlow
+backend's, as every run before the JAX backend wrote) and :class:`ArrayEpochCheckpoint` (numpy arrays, any
+backend; ``tf.train.Checkpoint`` cannot hold a JAX-backend Keras variable).  :func:`epoch_checkpoint` picks the
+backend's; :func:`checkpoint_backend` tells which backend wrote a checkpoint directory.  TensorFlow is
+imported only by the pieces that need it (:class:`EpochCheckpoint`, :class:`AverageReplicaStatistics`).
+"""
 
 import json
 import math
 import os
+import re
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from dim_keras import io
+from dim_keras.errors import UsageError
 from dim_keras.io import write_json
+
+# The file every checkpoint directory has (TrainConfig.check looks for it): TensorFlow's CheckpointManager
+# index (text protobuf, "model_checkpoint_path: ...") or ArrayEpochCheckpoint's (JSON).
+CHECKPOINT_INDEX = "checkpoint"
 
 
 def _finite(logs):
@@ -38,6 +52,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def attach(self, model):
         """Creates the checkpoint for ``model``; call before ``restore``."""
+        import tensorflow as tf
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
         objects = {"model": model, "optimizer": model.optimizer, "epochs_done": self.epochs_done}
         d_opt = getattr(model, "discriminator_optimizer", None)
@@ -59,6 +74,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.checkpoint.restore(self.latest).assert_existing_objects_matched()
         return int(self.epochs_done.numpy())
 
+    def finished_epochs(self):
+        """The epochs finished by the state last saved or restored (0 before any)."""
+        return int(self.epochs_done.numpy()) if self.epochs_done is not None else 0
+
     def on_epoch_end(self, epoch, logs=None):
         if not _finite(logs):
             return
@@ -74,6 +93,168 @@ class EpochCheckpoint(keras.callbacks.Callback):
         when the state is finite.)
         """
         return self.manager.save(checkpoint_number=int(self.epochs_done.numpy()))
+
+
+def training_state(model):
+    """The variables of ``model``'s training state, each once: ``model.variables`` (weights, batch-norm
+    statistics and the seed generators' states, so a resumed run draws the same prior samples and locations
+    as an uninterrupted one) and the optimizers' (on JAX ``model.optimizer`` already holds the prior
+    discriminator's beside the representation's; on TensorFlow ``model.discriminator_optimizer`` holds it)."""
+    variables, seen = [], set()
+    optimizers = [getattr(model, "optimizer", None), getattr(model, "discriminator_optimizer", None)]
+    for variable in [*model.variables, *(v for opt in optimizers if opt is not None for v in opt.variables)]:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            variables.append(variable)
+    return variables
+
+
+def checkpoint_backend(directory):
+    """The Keras backend that wrote the checkpoints in ``directory`` ("tensorflow", "jax", ...), or None when
+    it holds none (TensorFlow-free: reads the ``checkpoint`` index only)."""
+    try:
+        with open(os.path.join(directory, CHECKPOINT_INDEX)) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text).get("backend")
+        except (ValueError, AttributeError):
+            return None
+    return "tensorflow" if "model_checkpoint_path" in text else None
+
+
+def check_checkpoint_backend(directory):
+    """UsageError (one line) when the checkpoints in ``directory`` were written on another Keras backend than
+    this process's: a TensorFlow checkpoint holds tf.Variables, a JAX run's numpy arrays in another format,
+    and a run keeps its backend.  Nothing happens for a directory without checkpoints."""
+    written, backend = checkpoint_backend(directory), keras.backend.backend()
+    if written is not None and written != backend:
+        raise UsageError(f"--resume: the checkpoints in {directory} were written on the {written} backend and this "
+                         f"process runs {backend}: resume with KERAS_BACKEND={written} (a run keeps its backend)")
+
+
+def epoch_checkpoint(directory, max_to_keep=2):
+    """The epoch checkpoint of this process's Keras backend: :class:`EpochCheckpoint` on TensorFlow (the
+    format every earlier run wrote, so they resume), :class:`ArrayEpochCheckpoint` on any other."""
+    kind = EpochCheckpoint if keras.backend.backend() == "tensorflow" else ArrayEpochCheckpoint
+    return kind(directory, max_to_keep=max_to_keep)
+
+
+class ArrayEpochCheckpoint(keras.callbacks.Callback):
+    """:class:`EpochCheckpoint`'s contract in a backend-free format: numpy arrays of the training state.
+
+    ``tf.train.Checkpoint`` tracks TensorFlow objects and cannot hold a JAX-backend Keras variable, so on
+    JAX the state is read with ``keras.ops.convert_to_numpy`` and written as ``ckpt-<epoch>.npz`` (every
+    variable of :func:`training_state` once, in order, with a manifest of their paths, shapes and dtypes,
+    and the number of finished epochs).  Each file is written to a temporary and renamed
+    (:func:`dim_keras.io.atomic_path`), then the JSON index ``checkpoint`` (which names the kept files, the
+    newest last, and the backend) is replaced the same way: a run killed mid-save resumes from the
+    previous epoch, so at most one epoch is lost.  An epoch whose metrics are NaN/Inf is never saved.
+    Restoring assigns every array back to its variable (under ``keras.distribution.DataParallel`` Keras
+    lays the value out across the devices again).
+    """
+
+    FORMAT = "dim_keras.arrays/1"
+    _FILE = re.compile(r"^ckpt-(\d+)\.npz$")
+
+    def __init__(self, directory, max_to_keep=2):
+        super().__init__()
+        self.directory = directory
+        self.max_to_keep = max_to_keep
+        self.epochs_done = 0
+        self._state = None
+
+    def attach(self, model):
+        """Lists ``model``'s training state (build the model and compile it first); call before ``restore``."""
+        self._state = training_state(model)
+        io.remove_temporaries(self.directory)  # a save killed midway
+        return self
+
+    def _index(self):
+        try:
+            with open(os.path.join(self.directory, CHECKPOINT_INDEX)) as handle:
+                index = json.load(handle)
+        except (OSError, ValueError):
+            return {}
+        return index if isinstance(index, dict) and index.get("format") == self.FORMAT else {}
+
+    @property
+    def latest(self):
+        """The path of the newest checkpoint file, or None."""
+        kept = self._index().get("checkpoints") or []
+        return os.path.join(self.directory, kept[-1]) if kept else None
+
+    def finished_epochs(self):
+        """The epochs finished by the state last saved or restored (0 before any)."""
+        return self.epochs_done
+
+    def restore(self):
+        """Restores the newest checkpoint; returns the epochs already done."""
+        path = self.latest
+        if path is None:
+            return 0
+        with np.load(path, allow_pickle=False) as saved:
+            manifest = json.loads(saved["manifest"].tobytes().decode("utf-8"))
+            found = [(v.path, list(v.shape)) for v in self._state]
+            wanted = [(entry["path"], entry["shape"]) for entry in manifest["variables"]]
+            if [shape for _, shape in found] != [shape for _, shape in wanted]:
+                mismatch = next((f"{a[0]} {a[1]} vs saved {b[0]} {b[1]}" for a, b in zip(found, wanted)
+                                 if a[1] != b[1]), f"{len(found)} variables vs {len(wanted)} saved")
+                raise ValueError(f"{path} does not hold this model's training state ({mismatch})")
+            for position, variable in enumerate(self._state):
+                variable.assign(saved[str(position)])
+            self.epochs_done = int(manifest["epochs_done"])
+        return self.epochs_done
+
+    def _arrays(self):
+        """The state as numpy arrays; RuntimeError when Keras's JAX trainer holds it outside the variables
+        (mid-epoch it purges their values; an interrupt inside a step can leave its donated buffers deleted)."""
+        arrays, jax = {}, keras.backend.backend() == "jax"
+        for position, variable in enumerate(self._state):
+            if jax:  # a purged variable's .value would be its initializer's placeholder: read what it holds
+                value = getattr(variable, "_value", None)
+                if value is None or value.is_deleted():
+                    raise RuntimeError(f"the value of {variable.path} is not available")
+                arrays[str(position)] = keras.ops.convert_to_numpy(value)
+            else:
+                arrays[str(position)] = np.asarray(variable.numpy())
+        return arrays
+
+    def _save(self, number):
+        arrays = self._arrays()
+        manifest = {"format": self.FORMAT, "backend": keras.backend.backend(), "epochs_done": self.epochs_done,
+                    "variables": [{"path": v.path, "shape": list(v.shape), "dtype": str(arrays[str(i)].dtype)}
+                                  for i, v in enumerate(self._state)]}
+        arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode("utf-8"), np.uint8)
+        name = f"ckpt-{number}.npz"
+        os.makedirs(self.directory, exist_ok=True)
+        with io.atomic_path(os.path.join(self.directory, name)) as tmp:
+            np.savez(tmp, **arrays)  # the temporary keeps the .npz extension: numpy writes that very path
+        kept = [n for n in self._index().get("checkpoints", []) if n != name] + [name]
+        kept = kept[-self.max_to_keep:]
+        write_json(os.path.join(self.directory, CHECKPOINT_INDEX),
+                   {"format": self.FORMAT, "backend": keras.backend.backend(), "checkpoints": kept})
+        for old in os.listdir(self.directory):  # after the index: it never names a removed file
+            if self._FILE.match(old) and old not in kept:
+                io.remove(os.path.join(self.directory, old))
+        return os.path.join(self.directory, name)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite(logs):
+            return
+        self.epochs_done = epoch + 1
+        self._save(epoch + 1)
+
+    def save_interrupted(self):
+        """:meth:`EpochCheckpoint.save_interrupted`: the state reached mid-epoch, saved under the last
+        finished epoch's number; returns its path, or None when the state cannot be read (JAX: an interrupt
+        inside a step can leave the trainer's last state deleted), so the last epoch checkpoint stands."""
+        try:
+            return self._save(self.epochs_done)
+        except RuntimeError:
+            return None
 
 
 class MetricsJsonLogger(keras.callbacks.Callback):
@@ -137,6 +318,7 @@ class AverageReplicaStatistics(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.strategy.num_replicas_in_sync < 2:
             return
+        import tensorflow as tf  # tf.distribute only: JAX's DataParallel computes BN over the global batch
         if self._average is None:
             variables = [v for v in self.model.non_trainable_variables
                          if v.aggregation == "none" and "float" in str(v.dtype)]

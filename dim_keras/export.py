@@ -17,25 +17,42 @@ and return meaningless features, and one without the batch axis can abort
 the process.  Feed it ``uint8`` tensors of exactly ``[N, H, W, 3]``, or use
 :func:`load_encoder`, whose :class:`LoadedEncoder` checks dtype and shape and
 says what it needs in a ``ValueError``.
+
+On the JAX backend the same SavedModel is written by a TensorFlow process
+(:func:`export_encoder`): the encoder's weights go through a ``.keras`` file
+to ``KERAS_BACKEND=tensorflow``, which rebuilds it and exports it exactly as a
+TensorFlow-trained encoder, so every export is the same graph of TensorFlow
+ops whichever backend trained it.
 """
 
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 import keras
 
+from dim_keras.errors import first_line
 from dim_keras.io import atomic_path
 from dim_keras.models import as_unit_floats
 
 SIGNATURE = "serving_default"
+
+# How closely a JAX-backend export must serve the JAX encoder's own features: the largest absolute difference
+# over CHECK_IMAGES seeded images, relative to the features' largest magnitude (at least 1).  float32 compute:
+# the two backends' kernels differ in rounding only (measured ~1e-6 on digits); 16-bit compute (mixed
+# precision) rounds every activation to 8 (bfloat16) or 11 (float16) significant bits.
+EXPORT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
+CHECK_IMAGES = 8
 
 
 def _serving_fn(encoder):
     def serve(images):
         x = as_unit_floats(images)  # x / 255, exactly as DeepInfoMax trains on uint8 images
         features = encoder(x, training=False)
-        return {name: tf.cast(value, tf.float32) for name, value in features.items()}
+        return {name: keras.ops.cast(value, "float32") for name, value in features.items()}
     return serve
 
 
@@ -57,7 +74,16 @@ def write_saved_model(model, serve_fn, input_signature, path):
     into place (:func:`dim_keras.io.atomic_path`), so a crash never leaves a
     half-written export at ``path``; it is readable by other users.  An
     existing export at ``path`` is replaced.
+
+    TensorFlow backend only: on JAX ``ExportArchive`` converts the function with jax2tf into one
+    ``XlaCallModule`` lowered for this machine's platform (TF 2.21 / JAX 0.10, measured: it rejects a batch
+    of 0 images and a CPU export does not run on a GPU), not this graph of TensorFlow ops; export
+    encoders with :func:`export_encoder`, which uses a TensorFlow process there.
     """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"write_saved_model traces TensorFlow graphs and Keras runs on "
+                         f"{keras.backend.backend()}: export in a process with KERAS_BACKEND=tensorflow "
+                         "(dim_keras.export.export_encoder does so for encoders)")
     archive = keras.export.ExportArchive()
     archive.track(model)  # finds lookup tables and other non-variable resources
     endpoint = archive.add_endpoint(name=SIGNATURE, fn=serve_fn, input_signature=input_signature)
@@ -74,10 +100,94 @@ def write_saved_model(model, serve_fn, input_signature, path):
 
 
 def export_encoder(encoder, path):
-    """Writes ``encoder`` as a SavedModel at ``path`` atomically (uint8 in)."""
+    """Writes ``encoder`` as a SavedModel at ``path`` atomically (uint8 in); returns ``path``.
+
+    On the TensorFlow backend the export traces ``encoder`` itself.  On any other backend (JAX) it is
+    written by a TensorFlow process from the encoder's weights (:func:`_export_in_tensorflow_process`) and
+    checked there to serve the encoder's own features to :data:`EXPORT_TOLERANCE`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_tensorflow_process(encoder, path)
     height, width, channels = encoder.input_shape[1:]
     spec = tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")
     return write_saved_model(encoder, _serving_fn(encoder), [spec], path)
+
+
+def check_images(input_shape, count=CHECK_IMAGES, seed=0):
+    """``count`` seeded uint8 images of ``input_shape`` (H, W, C): the export's feature check."""
+    return np.random.default_rng(seed).integers(0, 256, (count, *input_shape), dtype=np.uint8)
+
+
+def encoder_features(encoder, images):
+    """``encoder``'s float32 numpy features of uint8 ``images`` in inference mode, scaled as the export
+    scales them (:func:`dim_keras.models.as_unit_floats`)."""
+    features = encoder(as_unit_floats(keras.ops.convert_to_tensor(images)), training=False)
+    return {name: keras.ops.convert_to_numpy(keras.ops.cast(value, "float32")) for name, value in features.items()}
+
+
+def export_tolerance(encoder):
+    """The :data:`EXPORT_TOLERANCE` of ``encoder``'s compute dtype (the lowest precision of its layers)."""
+    dtypes = {getattr(layer, "compute_dtype", None) or "float32" for layer in [encoder, *encoder.layers]}
+    return max(EXPORT_TOLERANCE.get(dtype, EXPORT_TOLERANCE["float32"]) for dtype in dtypes)
+
+
+def feature_difference(expected, served):
+    """The largest ``|served - expected|`` over every feature, relative to ``max(1, max |expected|)``."""
+    scale = max([1.0] + [float(np.abs(v).max()) for v in expected.values() if v.size])
+    worst = max(float(np.abs(np.asarray(served[name], np.float64) - value).max()) if value.size else 0.0
+                for name, value in expected.items())
+    return worst / scale
+
+
+def _export_in_tensorflow_process(encoder, path):
+    """:func:`export_encoder` from a non-TensorFlow backend: the same SavedModel, written by TensorFlow.
+
+    A process fixes its Keras backend at import, and on JAX ``keras.export`` can only wrap the encoder in
+    one jax2tf ``XlaCallModule`` for this machine's platform (see :func:`write_saved_model`).  So the
+    encoder is saved as a ``.keras`` file (architecture, weights, batch-norm statistics, dtype policies)
+    and a child Python with ``KERAS_BACKEND=tensorflow`` rebuilds it, exports it with the TensorFlow path
+    of :func:`export_encoder` and serves :func:`check_images` through the reloaded ``serving_default``;
+    the features must equal this backend's own to :func:`export_tolerance` (:func:`feature_difference`),
+    else RuntimeError and nothing is written.  The child sees no GPU: exporting needs none, and this
+    process may hold the accelerator's memory.  Atomic like every export.
+    """
+    images = check_images(tuple(encoder.input_shape[1:]))
+    expected = encoder_features(encoder, images)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this dim_keras, not another install
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="-1",
+               PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    with tempfile.TemporaryDirectory(prefix="dim_keras_export_") as work, atomic_path(path) as tmp:
+        model_path, check_path, served_path = (os.path.join(work, name) for name in
+                                               ("encoder.keras", "check.npz", "served.npz"))
+        encoder.save(model_path)
+        np.savez(check_path, images=images)
+        child = subprocess.run(
+            [sys.executable, "-c", "import sys; from dim_keras.export import _tensorflow_child; "
+             "_tensorflow_child(*sys.argv[1:])", model_path, tmp, check_path, served_path],
+            env=env, capture_output=True, text=True)
+        if child.returncode != 0 or not os.path.exists(served_path):
+            lines = [line for line in child.stderr.splitlines() if line.strip()]
+            raise RuntimeError(f"exporting the encoder with KERAS_BACKEND=tensorflow failed (exit "
+                               f"{child.returncode}): {first_line(lines[-1]) if lines else 'no error message'}")
+        with np.load(served_path) as served:
+            difference = feature_difference(expected, dict(served))
+        tolerance = export_tolerance(encoder)
+        if not difference <= tolerance:
+            raise RuntimeError(f"the TensorFlow export serves features {difference:.2g} (relative) away from the "
+                               f"{keras.backend.backend()} encoder's, more than {tolerance:g}: not exported")
+    return path
+
+
+def _tensorflow_child(model_path, path, check_path, served_path):
+    """The child of :func:`_export_in_tensorflow_process`: exports the ``.keras`` encoder to ``path`` and
+    writes the reloaded export's features of the check images to ``served_path``."""
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit(f"the export child runs on {keras.backend.backend()}, not tensorflow")
+    from dim_keras import load_model
+    export_encoder(load_model(model_path, compile=False), path)
+    with np.load(check_path) as check:
+        served = LoadedEncoder(path)(check["images"])
+    np.savez(served_path, **served)
 
 
 class LoadedEncoder:
@@ -113,9 +223,8 @@ class LoadedEncoder:
         for start in range(0, len(images), self.batch_size):
             batch = tf.constant(images[start:start + self.batch_size])
             chunks.append({k: v.numpy() for k, v in self._serve(images=batch).items()})
-        if not chunks:
-            chunks.append({k: v.numpy() for k, v in self._serve(
-                images=tf.zeros((0,) + self.input_shape, tf.uint8)).items()})
+        if not chunks:  # the graph's batch norm cannot broadcast a batch of 0: the empty shapes it would give
+            return {k: np.zeros((0, *spec.shape[1:]), np.float32) for k, spec in self._serve.structured_outputs.items()}
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
 

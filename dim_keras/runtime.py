@@ -112,7 +112,16 @@ def filter_native_logs():
 
 
 def device_summary():
-    """One line saying where TensorFlow computes ("no GPU found, running on the CPU (...)")."""
+    """One line saying where the Keras backend computes ("no GPU found, running on the CPU (...)"): TensorFlow's
+    GPUs, or on JAX its default platform's devices."""
+    import keras
+    if keras.backend.backend() == "jax":
+        import jax
+        devices = jax.devices()
+        if devices[0].platform != "cpu":
+            return f"running on {len(devices)} {devices[0].platform.upper()} device(s) (JAX)"
+        return (f"no GPU found, running on the CPU ({len(devices)} JAX CPU device(s), {os.cpu_count()} logical "
+                f"cores)")
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:

@@ -2,9 +2,15 @@
 
 Used by ``apps/train.py`` and by the keras-tuner ablation (``dim_keras.runs.ablation``),
 so both share the same data pipeline, checkpointing and export conventions.
+
+On the TensorFlow backend (the default) a run uses tf.distribute; on JAX (``KERAS_BACKEND=jax``) the same
+run uses a ``keras.distribution`` (:class:`KerasDistribution`), :class:`dim_keras.callbacks.ArrayEpochCheckpoint`
+and an export written by a TensorFlow process (:func:`dim_keras.export.export_encoder`); the input pipeline
+is tf.data on both.
 """
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -44,12 +50,63 @@ PER_WORKER_SETTINGS = ("output_dir", "data_dir", "download", "verbose", "probe",
                        "monitor_examples")  # the chief alone probes and monitors
 
 
+class KerasDistribution:
+    """What :func:`make_strategy` gives on a backend other than TensorFlow: the run's devices under a
+    ``keras.distribution`` (set globally, so every variable built afterwards is laid out by it), with the
+    part of a tf.distribute strategy's interface the run uses (a no-op ``scope()``, ``num_replicas_in_sync``,
+    no cluster).  ``distribution`` is None for one device."""
+
+    cluster_resolver = None
+
+    def __init__(self, devices, distribution=None):
+        self.devices = list(devices)
+        self.distribution = distribution
+
+    @property
+    def num_replicas_in_sync(self):
+        return len(self.devices)
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+    def __str__(self):
+        if self.distribution is None:
+            return f"{keras.backend.backend()} backend on one device ({self.devices[0]})"
+        return (f"{keras.backend.backend()} backend, keras.distribution.DataParallel over {len(self.devices)} "
+                f"devices ({', '.join(self.devices)})")
+
+
+def _keras_distribution(name):
+    """:func:`make_strategy` on the JAX backend (and any other but TensorFlow's): ``default`` is one device,
+    ``mirrored`` is ``keras.distribution.DataParallel`` over every local device (the global batch split
+    over them, the weights replicated, one SPMD program: docs/DISTRIBUTED.md), and ``multi_worker``,
+    which is tf.distribute's ``TF_CONFIG`` cluster, a UsageError."""
+    backend = keras.backend.backend()
+    if name == "multi_worker":
+        raise UsageError(f"--strategy=multi_worker is TensorFlow's (tf.distribute, TF_CONFIG) and this run uses the "
+                         f"{backend} backend: train on one machine's devices with --strategy=mirrored, or across "
+                         f"machines with KERAS_BACKEND=tensorflow")
+    devices = keras.distribution.list_devices()
+    if name == "mirrored":
+        if backend != "jax":
+            raise UsageError(f"--strategy=mirrored needs the tensorflow or jax backend (keras.distribution has no "
+                             f"data parallelism on {backend})")
+        distribution = keras.distribution.DataParallel(devices=devices)
+        keras.distribution.set_distribution(distribution)
+        return KerasDistribution(devices, distribution)
+    keras.distribution.set_distribution(None)  # one device, even after a mirrored run in this process
+    return KerasDistribution(devices[:1])
+
+
 def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_S):
     """The tf.distribute strategy ``name``: create it before anything else initialises TensorFlow.
 
     ``multi_worker`` reads the cluster and this worker's task from ``TF_CONFIG`` and blocks until every
-    worker of the cluster has started; a worker that cannot start is a UsageError.
+    worker of the cluster has started; a worker that cannot start is a UsageError.  On the JAX backend it
+    is a :class:`KerasDistribution` instead (:func:`_keras_distribution`).
     """
+    if keras.backend.backend() != "tensorflow":
+        return _keras_distribution(name)
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -204,6 +261,32 @@ def lost_worker(error, role):
                       f"them saved)")
 
 
+def check_checkpoint_backend(config):
+    """With ``--resume``, UsageError unless this process runs the Keras backend that wrote the run's
+    checkpoints (:func:`dim_keras.callbacks.check_checkpoint_backend`).  Reads only the checkpoint index:
+    call before anything starts."""
+    if config.resume and config.output_dir:
+        callbacks_lib.check_checkpoint_backend(os.path.join(config.output_dir, "checkpoints"))
+
+
+def check_batch_split(config, strategy):
+    """UsageError unless ``--batch_size`` splits evenly over the devices of a ``keras.distribution``
+    (DataParallel shards the global batch along its first axis, one equal slice per device)."""
+    devices = strategy.num_replicas_in_sync
+    if isinstance(strategy, KerasDistribution) and devices > 1 and config.batch_size % devices:
+        raise UsageError(f"--batch_size={config.batch_size} does not split evenly over the {devices} devices of "
+                         f"--strategy=mirrored on {keras.backend.backend()}: give a multiple of {devices}")
+
+
+def jit_compile(config):
+    """Whether the training step is XLA-compiled: ``--jit_compile`` on TensorFlow with one device (XLA and
+    MirroredStrategy do not mix in Keras 3: "Trying to access resource ... replica_1"); always on JAX,
+    whose trainer jits the stateless step (DataParallel included) and whose eager step would be far slower."""
+    if keras.backend.backend() == "jax":
+        return True
+    return config.jit_compile and config.strategy == "default"
+
+
 def set_precision(mixed_precision):
     policy = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[mixed_precision]
     keras.mixed_precision.set_global_policy(policy)
@@ -305,10 +388,7 @@ def build_model(config, input_shape, steps_per_epoch=None):
         apply_torch_layer_defaults(model, seed=config.seed)
     optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
     d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
-    # XLA and MirroredStrategy do not mix in Keras 3 ("Trying to access resource
-    # ... replica_1"), so replicated runs use plain graphs.
-    jit = config.jit_compile and config.strategy == "default"
-    model.compile(optimizer=optimizer, discriminator_optimizer=d_optimizer, jit_compile=jit)
+    model.compile(optimizer=optimizer, discriminator_optimizer=d_optimizer, jit_compile=jit_compile(config))
     return model
 
 
@@ -452,9 +532,12 @@ def train(config, extra_callbacks=(), log=print):
     multi-worker run fails.  The tf.distribute strategy comes first: MultiWorkerMirroredStrategy must
     configure TensorFlow's collectives before anything else initialises TensorFlow.  Under
     ``--strategy=multi_worker`` only the chief writes the run's outputs, every other worker only its
-    checkpoints, and all of them return after the chief's export and probe (docs/DISTRIBUTED.md).
+    checkpoints, and all of them return after the chief's export and probe (docs/DISTRIBUTED.md).  On the
+    JAX backend the "strategy" is a :class:`KerasDistribution` (no multi-worker runs), and a ``--resume`` of
+    checkpoints from the other backend is refused first.
     """
     validate(config)
+    check_checkpoint_backend(config)
     strategy = make_strategy(config.strategy)
     role = worker_role(strategy)
     if not role.multi_worker:
@@ -483,12 +566,15 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     config.output_dir = config.output_dir or config.default_output_dir()
     if config.resume and os.path.exists(os.path.join(config.output_dir, RUN_CONFIG)):
         check_resumable(load_run_config(config.output_dir)[0], config)  # before any work
+    check_batch_split(config, strategy)
     skipped = SkippedImages(strict=config.strict)  # unreadable image files of this run, reported at its end
     split, defaults, input_shape = load_pretraining_data(config, skipped)
     _prepare_output_dir(config.output_dir)
     epochs = config.resolved_epochs()
     if config.verbose:
         log(device_summary())
+        if isinstance(strategy, KerasDistribution):
+            log(f"training on the {strategy}")
         log(f"output directory: {config.output_dir}")
 
     keras.utils.set_random_seed(config.seed)
@@ -506,7 +592,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
         from dim_keras.evaluation import keras_encoder_fn
         random_init_probe = linear_probe(keras_encoder_fn(model.encoder), probe_data)
     # A multi-worker group keeps two epochs, so its workers always share one (a worker may die between saves).
-    checkpoint = callbacks_lib.EpochCheckpoint(
+    checkpoint = callbacks_lib.epoch_checkpoint(  # TensorFlow's format on TF (earlier runs resume), else arrays
         os.path.join(config.output_dir, "checkpoints"),
         max_to_keep=max(config.keep_checkpoints, 2) if role.multi_worker else config.keep_checkpoints)
     checkpoint.attach(model)
@@ -525,7 +611,9 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     if role.chief:
         write_run_config(config, {"encoder": resolved_encoder_name(config, input_shape), "epochs": epochs,
                                   "input_shape": list(input_shape), "initial_epoch": initial_epoch,
-                                  "monitor_every": monitor.every if monitor else 0})
+                                  "monitor_every": monitor.every if monitor else 0,
+                                  "backend": keras.backend.backend(), "devices": strategy.num_replicas_in_sync,
+                                  "jit_compile": jit_compile(config)})
 
     stop_on_nan = callbacks_lib.StopOnNonFinite()
     callbacks = [
@@ -542,7 +630,9 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     ]
     if not role.chief:  # another worker of a multi-worker run: only its checkpoints (every worker must save)
         callbacks = [stop_on_nan, checkpoint, *extra_callbacks]
-    if strategy.num_replicas_in_sync > 1:  # before the checkpoint: the same BN statistics on every replica
+    # tf.distribute only, before the checkpoint: the same BN statistics on every replica.  (JAX's DataParallel is
+    # one SPMD program over the global batch: one copy of the statistics, computed over all devices' images.)
+    if strategy.num_replicas_in_sync > 1 and not isinstance(strategy, KerasDistribution):
         callbacks.insert(1, callbacks_lib.AverageReplicaStatistics(strategy))
     history = None
     if initial_epoch < epochs:
@@ -554,10 +644,12 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
                                     shuffle=False)  # make_dataset shuffles
         except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: keep the steps of the unfinished epoch too
             # (Not in a multi-worker run: the workers would save different mid-epoch states.)
+            path = None
             if stop_on_nan.bad_epoch is None and not role.multi_worker:
-                path = checkpoint.save_interrupted()
+                path = checkpoint.save_interrupted()  # None: the state was unreadable (JAX, mid-step)
+            if path is not None:
                 log(f"\ninterrupted: training state saved to {path}; --resume continues with epoch "
-                    f"{int(checkpoint.epochs_done.numpy()) + 1}")
+                    f"{checkpoint.finished_epochs() + 1}")
                 saved = "the training state is saved"
             elif checkpoint.latest:
                 saved = f"the last checkpoint is {checkpoint.latest}"
