@@ -41,6 +41,8 @@ CRITICS = ("dot", "concat", "bilinear", "separable")
 PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
 ENCODERS = ("auto", "small", "dcgan", "alexnet")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# Coordinate-prediction tasks of DIM Sec. 4.3 / App. A.7 (both: Table 5's "coord" runs use both).
+COORDINATE_TASKS = ("none", "absolute", "relative", "both")
 PRECISIONS = ("off", "float16", "bfloat16")
 RECIPES = ("paper", "improved")
 AUGMENTATIONS = ("none", "pad_crop_flip")

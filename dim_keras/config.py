@@ -244,6 +244,15 @@ class TrainConfig:
     y_dim: int = setting(64, "Size of the representation Y (64 in the paper).", minimum=1)
     local_samples: int = setting(None, "Score only this many random locations of the local map per step "
                                  "(bounds the B x B x M^2 score tensor of infoNCE; default all).", minimum=1)
+    occlusion: bool = setting(False, "Compute Y from an occluded copy of each image while the local features "
+                              "see the full image (DIM Sec. 4.3, App. A.7): one random rectangle per image, "
+                              "leaving a 10x10 block (per 32 pixels of side) visible and one occluded.")
+    coordinate_prediction: str = setting("none", "Auxiliary coordinate prediction (DIM Sec. 4.3, App. A.7): "
+                                         "absolute (the (i, j) of a local feature from Y and it), relative "
+                                         "(i - i', j - j' from Y and two local features) or both (Table 5).",
+                                         choices=choices.COORDINATE_TASKS)
+    coordinate_weight: float = setting(1.0, "Weight of the coordinate-prediction cross-entropy in the encoder's "
+                                       "loss (the paper gives none).", minimum=0.0)
     epochs: int = setting(None, "Epochs (default: 1000 for CIFAR, 200 for the other datasets as in the paper, "
                           "5 for digits).", minimum=1)
     batch_size: int = setting(64, "Global batch size (64 in the paper); >= 2, since the negatives of an "
@@ -254,13 +263,16 @@ class TrainConfig:
     seed: int = setting(0, "Random seed: weights, shuffling, augmentation, prior samples.")
     mixed_precision: str = setting("off", "Mixed precision: off, float16 or bfloat16 (GPU only; slower on "
                                    "CPU). Losses stay float32.", choices=choices.PRECISIONS)
-    jit_compile: bool = setting(True, "Compile the training step with XLA (off under mirrored/multi_worker).")
+    jit_compile: bool = setting(True, "Compile the training step with XLA (TensorFlow backend; off under "
+                                "mirrored/multi_worker). The JAX backend always jit-compiles its step.")
     steps_per_epoch: int = setting(None, "Cap on the steps per epoch (for quick runs).", minimum=1)
     output_dir: str = setting(None, "Where to write checkpoints, logs and the export "
                               "(default saved_models/<dataset>-<objective>-<timestamp>).", path="output_dir")
     resume: bool = setting(False, "Continue the run in --output_dir from its last checkpoint.")
     strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (all local "
-                            "GPUs) or multi_worker (from TF_CONFIG).", choices=choices.STRATEGIES)
+                            "GPUs) or multi_worker (from TF_CONFIG). On the JAX backend: default (one device) or "
+                            "mirrored (keras.distribution.DataParallel over all local devices); no multi_worker.",
+                            choices=choices.STRATEGIES)
     synchronized_bn: bool = setting(False, "Batch-norm statistics over all replicas.")
     probe: bool = setting(True, "After training, print a linear probe table (labelled datasets).")
     probe_max_train: int = setting(10000, "Training examples used by the linear probe.", minimum=10)
@@ -915,10 +927,18 @@ class BenchmarkConfig:
     steps: int = setting(20, "Timed training steps.", minimum=1)
     warmup: int = setting(3, "Untimed steps first (tracing, XLA compilation, allocator warm-up).", minimum=1)
     steps_per_execution: int = setting(1, "Training steps per compiled call.", minimum=1)
-    threads: int = setting(0, "TF (and torch) intra-op threads; 0 = all cores.", minimum=0)
+    threads: int = setting(0, "TF (and torch) intra-op threads; 0 = all cores (on JAX, which always uses every "
+                           "core it is given, 0 or the core count only).", minimum=0)
     json: bool = setting(False, "Print a JSON object with the results as the last line.")
     compare_torch: bool = setting(False, "Also time apps/torch_reference.py (the authors' DIM(L) step in "
-                                  "PyTorch) with the same batch size and threads; skipped when torch is missing.")
+                                  "PyTorch) with the same batch size and threads; skipped when torch is missing. On "
+                                  "JAX it runs as --backends=jax --compare_torch (each in a process of its own).")
+    backends: tuple = setting((), "--mode=training on each of these Keras backends (tensorflow, jax), each in a "
+                              "fresh process with KERAS_BACKEND set, in --rounds interleaved rounds (with "
+                              "--compare_torch the authors' PyTorch step too), and the images/s ratio of each to "
+                              "the first; empty: this process's backend only.", element=str,
+                              choices=("tensorflow", "jax"))
+    rounds: int = setting(1, "Rounds of --backends (the order alternates between rounds).", minimum=1)
     pipeline_source: str = setting("arrays", "--mode=data_pipeline: where the images come from: arrays (random "
                                    "uint8 in memory), png or jpeg (a folder of generated --image_size files, "
                                    "streamed), tfrecord (those PNGs written by apps/prepare_data.py, streamed).",
@@ -943,6 +963,13 @@ class BenchmarkConfig:
         if self.mode == "sweep" and self.model.local_samples is not None:
             raise UsageError("--mode=sweep sets the local samples of each run from --sweep_local_samples; "
                              "drop --local_samples")
+        if self.backends and self.mode != "training":
+            raise UsageError(f"--backends goes with --mode=training, not --mode={self.mode} (set KERAS_BACKEND to "
+                             f"run the other modes on another backend)")
+        if len(set(self.backends)) != len(self.backends):
+            raise UsageError(f"--backends lists a backend twice: {','.join(self.backends)}")
+        if self.rounds > 1 and not self.backends:
+            raise UsageError("--rounds goes with --backends")
         if self.compare_torch:
             if self.mode != "training":
                 raise UsageError(f"--compare_torch goes with --mode=training, not --mode={self.mode}")

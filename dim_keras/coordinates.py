@@ -18,7 +18,7 @@ training logic (which features, which weight) lives in :class:`dim_keras.models.
 import keras
 from keras import layers, ops
 
-COORDINATE_TASKS = ("none", "absolute", "relative", "both")
+from dim_keras.choices import COORDINATE_TASKS  # noqa: F401 (the task names, TF-free)
 
 
 @keras.saving.register_keras_serializable(package="dim_keras")

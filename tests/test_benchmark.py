@@ -1,11 +1,13 @@
 """Tests of the benchmark (dim_keras.runs.benchmark, apps/benchmark.py) and the PyTorch reference
 (dim_keras.runs.torch_reference, apps/torch_reference.py): output formats with tiny settings, the analytic
-FLOP count against hand-computed values, the shared timing helpers, and the one-line exit-2 convention
-before TensorFlow starts.  No timing is asserted."""
+FLOP count against hand-computed values, the shared timing helpers, the one-line exit-2 convention
+before TensorFlow starts, the JAX backend on a Python where TensorFlow cannot be imported (as on the GPU
+machines), and the --backends comparison's figures.  No timing is asserted."""
 
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -98,6 +100,10 @@ def test_sweep_prints_a_markdown_table():
     (["--compare_torch", "--image_size=24"], "dcgan encoder"),  # auto picks the small encoder below 29 px
     (["--compare_torch", "--prior=gaussian"], "--prior=uniform"),
     (["--steps=2", "extra"], "unexpected arguments: extra"),
+    (["--backends=torch"], "--backends: unknown value 'torch'"),
+    (["--backends=jax,jax"], "--backends lists a backend twice"),
+    (["--mode=sweep", "--backends=jax"], "--backends goes with --mode=training"),
+    (["--rounds=3"], "--rounds goes with --backends"),
 ])
 def test_bad_flags_exit_2_with_one_line_before_tensorflow(args, fragment):
     """Rejected before TensorFlow is imported: nothing but the one message on stderr."""
@@ -256,3 +262,146 @@ def test_torch_reference_result(estimator):
         torch_reference.training_flops_per_image(16, 16, 4, 0.1) / 1e9)
     assert result["config"]["estimator"] == estimator and result["cpu_ms_per_step_median"] > 0
     assert torch_reference.summary(result).startswith(f"torch reference DIM(L) {estimator} batch 4")
+
+
+# --------------------------------------------------------------------------- JAX and the backend comparison
+# A sitecustomize that makes TensorFlow and TFDS look uninstalled: `import tensorflow` raises ModuleNotFoundError
+# and, unlike sys.modules['tensorflow'] = None, "tensorflow" stays out of sys.modules, which Keras reads
+# (keras.src.utils.backend_utils.in_tf_graph imports TensorFlow when the key is there).
+NO_TENSORFLOW_SITECUSTOMIZE = """
+import sys
+
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
+def _without_tensorflow_env(tmp_path, **env):
+    """An environment whose Pythons (this one's children too) cannot import TensorFlow or TFDS, as on the GPU
+    machines, which have JAX but no TensorFlow: a sitecustomize on PYTHONPATH blocks the imports."""
+    (tmp_path / "sitecustomize.py").write_text(NO_TENSORFLOW_SITECUSTOMIZE)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path, CUDA_VISIBLE_DEVICES="", **env)
+
+
+def test_jax_training_runs_without_tensorflow(tmp_path):
+    """KERAS_BACKEND=jax times the training step (bfloat16 policy) with TensorFlow unimportable: synthetic uint8
+    input, Keras callbacks for the timing, process RSS for the CPU's memory."""
+    pytest.importorskip("jax")
+    completed = subprocess.run(
+        [sys.executable, BENCHMARK_APP, "--image_size=16", "--batch_size=4", "--steps=2", "--warmup=1",
+         "--embedding_dim=8", "--y_dim=8", "--mixed_precision=bfloat16", "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=240,
+        env=_without_tensorflow_env(tmp_path, KERAS_BACKEND="jax"))
+    result = _last_json(completed)
+    assert result["backend"] == "jax" and "tensorflow" not in result["versions"] and "jax" in result["versions"]
+    assert result["config"]["mixed_precision"] == "bfloat16" and result["config"]["batch_size"] == 4
+    assert result["memory_kind"] == "process max RSS" and result["peak_memory_mb"] > 0
+    assert result["images_per_s"] == pytest.approx(4 / (result["step_ms_median"] / 1e3))
+    assert result["cifar10_epoch_s"] == pytest.approx(50000 / result["images_per_s"])
+    assert math.isfinite(result["final_loss"])
+    summary_line = completed.stdout.strip().splitlines()[-2]
+    assert summary_line.startswith("DeepInfoMax jsd/dot small 16px batch 4 bfloat16") and "(jax)" in summary_line
+
+
+def test_backends_compares_tensorflow_and_jax_in_one_run():
+    """One round of each backend in its own process: the table, the ratio line, and ratio = jax / tensorflow."""
+    pytest.importorskip("jax")
+    completed = _run(BENCHMARK_APP, *TINY, "--backends=tensorflow,jax", "--json")
+    result = _last_json(completed)
+    assert result["mode"] == "backends" and result["arms"] == ["tensorflow", "jax"]
+    (only,) = result["rounds"]
+    assert only["tensorflow"]["backend"] == "tensorflow" and only["jax"]["backend"] == "jax", only
+    jax_entry = result["comparison"]["jax"]
+    assert jax_entry["ratio_to_first"] == pytest.approx(
+        only["jax"]["images_per_s"] / only["tensorflow"]["images_per_s"])
+    assert result["comparison"]["tensorflow"]["ratio_to_first"] == pytest.approx(1.0)
+    lines = completed.stdout.strip().splitlines()
+    assert [line.split("|")[1].strip() for line in lines if line.startswith("| ") and "arm" not in line] == [
+        "tensorflow", "jax"]
+    assert any(line.startswith(f"jax / tensorflow = {jax_entry['ratio_to_first']:.2f}x images/s") for line in lines)
+
+
+def _measured(images_per_s, idle=None, device="CPU: test"):
+    """The fields of one training result that the comparison reads."""
+    result = {"images_per_s": images_per_s, "step_ms_median": 64e3 / images_per_s, "peak_memory_mb": images_per_s,
+              "device": device}
+    if idle is not None:
+        result["images_per_s_idle_estimate"] = idle
+    return result
+
+
+def test_comparison_pairs_rounds_and_leaves_out_failures():
+    rounds = [{"tensorflow": _measured(50.0, idle=100.0), "jax": _measured(60.0, idle=110.0)},
+              {"tensorflow": _measured(40.0, idle=80.0), "jax": _measured(60.0, idle=120.0)},
+              {"tensorflow": {"error": "out of memory"}, "jax": _measured(70.0, idle=130.0)}]
+    comparison = bench.compare_rounds(rounds, ["tensorflow", "jax"])
+    tf_entry, jax_entry = comparison["tensorflow"], comparison["jax"]
+    assert tf_entry["images_per_s"] == [50.0, 40.0] and tf_entry["errors"] == ["out of memory"]
+    assert tf_entry["images_per_s_median"] == 45.0 and tf_entry["cifar10_epoch_s"] == pytest.approx(50000 / 45)
+    assert jax_entry["images_per_s_median"] == 60.0 and jax_entry["peak_memory_mb"] == 70.0
+    assert jax_entry["step_ms_median"] == pytest.approx(64e3 / 60)
+    # Paired: 60/50 and 60/40 (the third round has no TensorFlow figure), median 1.35; not 60/45 = 1.33.
+    assert jax_entry["ratio_to_first_rounds"] == pytest.approx([1.2, 1.5])
+    assert jax_entry["ratio_to_first"] == pytest.approx(1.35)
+    assert jax_entry["idle_ratio_to_first"] == pytest.approx((1.1 + 1.5) / 2)
+    table = bench.summary({"mode": "backends", "arms": ["tensorflow", "jax"], "rounds": rounds,
+                           "comparison": comparison, "config": bench.settings(tiny_config())})
+    assert "| jax | 60.0, 60.0, 70.0 | 60.0 | 1.35 |" in table
+    assert "jax / tensorflow = 1.35x images/s (median of paired rounds: 1.20, 1.50); idle-machine estimate 1.30x" \
+        in table
+
+
+def test_each_backend_arm_gets_the_settings_of_one_run():
+    config = tiny_config(backends=("tensorflow", "jax"), rounds=2, compare_torch=False)
+    arms = bench.backend_arms(config)
+    assert [(name, app, env) for name, app, _, env in arms] == [
+        ("tensorflow", "benchmark.py", {"KERAS_BACKEND": "tensorflow"}),
+        ("jax", "benchmark.py", {"KERAS_BACKEND": "jax"})]
+    values = flags.FlagValues()
+    cli.define_flags(BenchmarkConfig, flag_values=values)
+    values(["benchmark.py", *arms[1][2]])
+    single = cli.config_from_flags(BenchmarkConfig, flag_values=values)
+    assert single == dataclasses.replace(config, backends=(), rounds=1, json=True)
+
+
+def test_saturation_is_the_smallest_batch_within_five_percent_of_the_best():
+    def row(batch, rate, critic="dot"):
+        return {"estimator": "jsd", "critic": critic, "local_samples": 0, "batch_size": batch,
+                "result": {"images_per_s": rate}}
+    rows = [row(64, 1000.0), row(128, 1900.0), row(256, 2000.0), row(512, 1960.0), row(1024, 1500.0),
+            {"estimator": "jsd", "critic": "dot", "local_samples": 0, "batch_size": 2048, "error": "out of memory"},
+            row(64, 500.0, critic="bilinear")]  # one batch size only: nothing to say
+    found = bench.saturation(rows)
+    assert list(found) == [("jsd", "dot", 0)]
+    assert found[("jsd", "dot", 0)] == {"images_per_s": 2000.0, "best_batch_size": 256, "saturating_batch_size": 128,
+                                        "cifar10_epoch_s": 25.0}
+
+
+def test_the_benchmark_builds_the_model_train_builds_with_every_setting():
+    """One builder (dim_keras.runs.model_setup, TensorFlow-free, for the benchmark on JAX) serves train.py and
+    the benchmark, and every model setting of a TrainConfig reaches the model: settings away from their
+    defaults, read back from the model's config."""
+    from dim_keras.runs import model_setup, train
+
+    assert train.build_model is model_setup.build_model
+    config = TrainConfig(batch_size=8, embedding_dim=16, y_dim=8, gamma=0.1, recipe="improved", alpha=0.5,
+                         local_critic="separable", estimator="infonce", prior="gaussian", prior_gradient_penalty=1.0,
+                         local_samples=4, occlusion=True, coordinate_prediction="both", coordinate_weight=0.5,
+                         seed=7)
+    model = model_setup.build_model(config, (32, 32, 3), steps_per_epoch=10)
+    built = model.get_config()
+    for name in ("alpha", "gamma", "local_critic", "estimator", "prior", "prior_gradient_penalty", "local_samples",
+                 "occlusion", "coordinate_prediction", "coordinate_weight", "embedding_dim", "seed"):
+        assert built[name] == getattr(config, name), name
+    recipe = config.recipe_settings()
+    for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip"):
+        assert built[name] == recipe[name], name
+    assert model.encoder.output["y"].shape[-1] == 8

@@ -4,28 +4,38 @@
 one of its modes; :func:`summary` formats the result for the terminal.
 
 - ``training``: times whole training steps of the model ``apps/train.py``
-  trains (:func:`dim_keras.runs.train.build_model` with the config's
-  :class:`TrainConfig`) on random data after a warm-up.  ``model.fit`` runs
-  over a repeated in-memory ``tf.data`` dataset and a Keras callback stamps the
-  wall clock at the end of every batch.  The callback is not ``async_safe``,
-  so Keras converts each step's logs to Python floats before calling it: the
-  host waits for the step to finish and asynchronous dispatch cannot hide
-  device time.  Per-step times are the differences of these stamps; images/s
-  is ``batch_size / median step time``.  Besides the times it reports an
-  analytic FLOP count per training image (forward FLOPs of encoder, critics
-  and prior discriminator from their layer shapes, training ~ 3x forward) and
-  the achieved GFLOP/s.  ``compare_torch`` also times ``apps/torch_reference.py``
+  trains (:func:`dim_keras.runs.model_setup.build_model` with the config's
+  :class:`TrainConfig`) on random uint8 images after a warm-up, on the process's
+  Keras backend: TensorFlow, or JAX (``KERAS_BACKEND=jax``), which needs no
+  TensorFlow installed (the GPU machines of issue 17 have none).  ``model.fit``
+  runs over the same few batches again and again (TensorFlow: a cached
+  ``tf.data`` dataset; JAX: a generator of arrays already on the device) and a
+  Keras callback stamps the wall clock at the end of every batch.  The callback
+  is not ``async_safe``, so Keras converts each step's logs to Python floats
+  before calling it: the host waits for the step to finish and asynchronous
+  dispatch cannot hide device time.  Per-step times are the differences of
+  these stamps; images/s is ``batch_size / median step time``.  Peak memory:
+  the GPU allocator's peak (TensorFlow: over the timed steps; JAX:
+  ``peak_bytes_in_use`` of the whole run, which JAX cannot reset), on the CPU
+  the process's peak RSS.  Besides the times it reports an analytic FLOP count
+  per training image (forward FLOPs of encoder, critics and prior
+  discriminator from their layer shapes, training ~ 3x forward) and the
+  achieved GFLOP/s.  ``compare_torch`` also times ``apps/torch_reference.py``
   (:mod:`dim_keras.runs.torch_reference`, the authors' DIM(L) step in PyTorch)
   in a fresh process with the same batch size and thread count.
+  ``backends`` runs the training benchmark on each listed Keras backend in a
+  fresh process per backend and round (and the torch step with
+  ``compare_torch``), in interleaved rounds, and reports the same-round ratios.
 - ``sweep``: one ``training`` benchmark per combination of the ``sweep_*``
   lists, each in a fresh ``apps/benchmark.py`` process (so process peak memory
-  and the dtype policy start clean); :func:`summary` makes a markdown table.
+  and the dtype policy start clean) on the parent's backend; :func:`summary`
+  makes a markdown table and names the batch that saturates the device.
 - ``data_pipeline``: the ``tf.data`` input pipeline alone (``pipeline_source``: random arrays in memory, or
   generated PNG / JPEG files or TFRecords of ``apps/prepare_data.py`` streamed from disk, decoded in tf.data).
 - ``matmul_peak``: the GFLOP/s of the critic's dominant GEMM shape and the
-  images/s ceiling it implies.
+  images/s ceiling it implies (TensorFlow or JAX).
 
-TensorFlow is imported by the modes that need it, not by this module.
+TensorFlow is imported by the modes that need it on the TensorFlow backend, not by this module.
 """
 
 import dataclasses
@@ -49,7 +59,7 @@ MATMUL_CHAIN = 8
 MATMUL_ROWS = 4096  # 64 images x 64 locations: the local embedding's rows at batch 64
 PRECISION_DTYPES = {"off": "float32", "float16": "float16", "bfloat16": "bfloat16"}
 SWEEP_COLUMNS = ("estimator", "critic", "local samples", "batch", "images/s", "step ms (median)",
-                 "step ms (p90)", "peak MB", "GFLOP/img", "GFLOP/s")
+                 "step ms (p90)", "peak MB", "GFLOP/img", "GFLOP/s", "CIFAR-10 epoch s")
 
 
 def benchmark(config):
@@ -60,7 +70,15 @@ def benchmark(config):
     validate(config)
     if config.mode == "sweep":
         return {"mode": "sweep", "rows": run_sweep(config)}
+    if config.backends:
+        return run_backends(config)
+    if config.compare_torch and keras_backend() == "jax":
+        # JAX keeps the GPU memory it preallocates (75 %) until its process ends: the torch step would run
+        # beside it, so both run in processes of their own, one after the other.
+        return run_backends(dataclasses.replace(config, backends=("jax",)))
     if config.mode == "data_pipeline":
+        if importlib.util.find_spec("tensorflow") is None:
+            raise UsageError("--mode=data_pipeline times the tf.data input pipeline: it needs TensorFlow")
         return benchmark_data_pipeline(config)
     if config.mode == "matmul_peak":
         return benchmark_matmul_peak(config)
@@ -81,9 +99,10 @@ def settings(config):
 
 
 def _recorded_settings(config):
-    """The settings a single measurement records: all but the output format and the sweep's lists."""
+    """The settings a single measurement records: all but the output format, the sweep's lists and the
+    backend comparison's (the backend is recorded as ``backend``)."""
     return {name: value for name, value in settings(config).items()
-            if name != "json" and not name.startswith("sweep_")}
+            if name not in ("json", "backends", "rounds") and not name.startswith("sweep_")}
 
 
 def command_line(config):
@@ -102,18 +121,20 @@ def command_line(config):
     return args
 
 
-def _run_app(name, args):
-    """Runs ``apps/<name> args`` in a fresh Python; the JSON object of its last stdout line, else
-    ``{"error": <its last stderr line>}``."""
+def _run_app(name, args, env=None):
+    """Runs ``apps/<name> args`` in a fresh Python (with ``env`` added to the environment); the JSON object of
+    its last stdout line, else ``{"error": <its last stderr line>}``."""
+    start = time.perf_counter()
     completed = subprocess.run([sys.executable, os.path.join(APPS_DIR, name), *args], capture_output=True,
-                               text=True)
+                               text=True, env=None if env is None else {**os.environ, **env})
+    process_s = time.perf_counter() - start  # start-up and compilation included: for planning device time
     if completed.returncode == 0:
         try:
-            return json.loads(completed.stdout.strip().splitlines()[-1])
+            return {**json.loads(completed.stdout.strip().splitlines()[-1]), "process_s": process_s}
         except (IndexError, ValueError):
             pass
     lines = completed.stderr.strip().splitlines() or [f"exit status {completed.returncode}"]
-    return {"error": lines[-1][:200]}
+    return {"error": lines[-1][:200], "process_s": process_s}
 
 
 # --------------------------------------------------------------------------- FLOPs
@@ -202,7 +223,13 @@ def training_flops_per_image(model, batch_size):
     return {"forward": forward, "training": 3 * forward, "parts": parts}
 
 
-# --------------------------------------------------------------------------- TensorFlow set-up
+# --------------------------------------------------------------------------- backends and devices
+def keras_backend():
+    """The Keras backend of this process (``KERAS_BACKEND``, else Keras' config; importing Keras picks it)."""
+    import keras
+    return keras.backend.backend()
+
+
 def _device_description(tf):
     """``(description, on_gpu)`` of where TensorFlow computes."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -210,6 +237,24 @@ def _device_description(tf):
         details = tf.config.experimental.get_device_details(gpus[0])
         return "GPU:0 " + details.get("device_name", "unknown GPU"), True
     return timing.cpu_description(), False
+
+
+def _jax_device_description():
+    """``(description, on_gpu)`` of JAX's first local device (where Keras' JAX backend computes)."""
+    import jax
+    device = jax.local_devices()[0]
+    if device.platform == "cpu":
+        return timing.cpu_description(), False
+    return f"{device.platform.upper()}:0 {device.device_kind}", True
+
+
+def _jax_peak_mb():
+    """JAX's allocator peak on its first device (``memory_stats()['peak_bytes_in_use']``) in MiB, or None
+    where the device keeps no statistics (the CPU)."""
+    import jax
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
 
 
 def configure_threads(tf, threads):
@@ -230,16 +275,26 @@ def configure_threads(tf, threads):
     return wanted
 
 
+def _jax_threads(threads):
+    """JAX's CPU client sizes its thread pool to the cores it sees when it starts and has no setting for it,
+    so only ``--threads=0`` (all cores) or the core count is honoured; returns that count."""
+    if threads not in (0, os.cpu_count()):
+        raise UsageError(f"--threads={threads}: on the JAX backend the CPU thread pool uses every core it is "
+                         f"given; restrict the cores with taskset instead (e.g. taskset -c 0-{threads - 1})")
+    return os.cpu_count()
+
+
 def build_benchmark_model(config):
     """The model ``apps/train.py`` trains with ``config.model``, for ``config.image_size`` images.
 
-    :func:`dim_keras.runs.train.build_model` (seeded with ``config.model.seed``), running
+    :func:`dim_keras.runs.model_setup.build_model` (seeded with ``config.model.seed``), running
     ``config.steps_per_execution`` training steps per compiled call.  Returns ``(model, encoder name)``.
+    TensorFlow-free: on the JAX backend this runs where TensorFlow is not installed.
     """
     import keras
 
     from dim_keras import encoders
-    from dim_keras.runs.train import build_model
+    from dim_keras.runs.model_setup import build_model
 
     size = config.image_size
     encoder_name = config.model.encoder
@@ -256,25 +311,56 @@ def build_benchmark_model(config):
     return model, encoder_name
 
 
-def _random_images(tf, count, size, seed):
-    """Random uint8 images as float32 in [0, 1] (like the data pipeline's output), in host memory
-    where tf.data runs."""
-    with tf.device("/CPU:0"):
-        pixels = tf.random.stateless_uniform([count, size, size, 3], seed=[seed, 0], maxval=256,
-                                             dtype=tf.int32)
-        return tf.cast(pixels, tf.float32) / 255.0
+def random_images(count, size, seed):
+    """``count`` random uint8 images ``[count, size, size, 3]`` (numpy; the model scales uint8 by 1/255 inside
+    its step, as it does the data pipeline's images)."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, 256, size=(count, size, size, 3), dtype=np.uint8)
+
+
+def training_input(images, batch_size, backend):
+    """What ``model.fit`` reads: the same few batches of ``images`` again and again, so that no input cost falls
+    inside the timed steps.  TensorFlow: a cached, repeated, prefetched ``tf.data`` dataset in host memory (as
+    ``apps/train.py`` feeds it).  JAX: a Python generator of ``(batch,)`` already on the device (Keras' JAX
+    trainer passes device arrays through), which needs no TensorFlow."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+        return (tf.data.Dataset.from_tensor_slices(images).batch(batch_size, drop_remainder=True)
+                .cache().repeat().prefetch(tf.data.AUTOTUNE))
+    import jax
+    batches = [jax.device_put(images[start:start + batch_size])
+               for start in range(0, len(images) - batch_size + 1, batch_size)]
+
+    def forever():
+        while True:
+            for batch in batches:
+                yield (batch,)
+
+    return forever()
 
 
 # --------------------------------------------------------------------------- training
 def benchmark_training(config):
-    """Times training steps of ``config``; returns the result dict."""
+    """Times training steps of ``config`` on this process's Keras backend (TensorFlow or JAX); returns the
+    result dict."""
     import keras
-    import tensorflow as tf
 
-    from dim_keras.runs.train import set_precision
+    from dim_keras.runs.model_setup import jit_compile, set_precision
 
-    threads = configure_threads(tf, config.threads)
-    device, on_gpu = _device_description(tf)
+    backend = keras_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+        threads = configure_threads(tf, config.threads)
+        device, on_gpu = _device_description(tf)
+        versions = {"tensorflow": tf.__version__}
+    elif backend == "jax":
+        import jax
+        threads = _jax_threads(config.threads)
+        device, on_gpu = _jax_device_description()
+        versions = {"jax": jax.__version__}
+    else:
+        raise UsageError(f"the benchmark runs on the tensorflow and jax Keras backends, not {backend} "
+                         f"(set KERAS_BACKEND)")
     set_precision(config.model.mixed_precision)
     baseline_mb = timing.max_rss_mb()
     model, encoder_name = build_benchmark_model(config)
@@ -283,14 +369,14 @@ def benchmark_training(config):
     per_execution = config.steps_per_execution
     warmup_calls = math.ceil(config.warmup / per_execution)
     timed_calls = math.ceil(config.steps / per_execution)
-    # A few distinct batches cached in memory and repeated: no input cost inside the timed steps.
-    images = _random_images(tf, 4 * batch, config.image_size, config.model.seed)
-    dataset = (tf.data.Dataset.from_tensor_slices(images).batch(batch, drop_remainder=True)
-               .cache().repeat().prefetch(tf.data.AUTOTUNE))
+    # A few distinct batches held in memory and repeated: no input cost inside the timed steps.
+    data = training_input(random_images(4 * batch, config.image_size, config.model.seed), batch, backend)
+    reset_gpu_peak = on_gpu and backend == "tensorflow"  # JAX has no reset: its peak covers the whole run
 
     class StepTimer(keras.callbacks.Callback):
         """Wall-clock and CPU stamps at the end of every compiled call.  Not async-safe on purpose: Keras
-        then pulls the step's logs to the host before calling us, so each stamp marks a finished step."""
+        then pulls the step's logs to the host before calling us (on both backends), so each stamp marks a
+        finished step."""
 
         def __init__(self):
             super().__init__()
@@ -309,12 +395,12 @@ def benchmark_training(config):
         def on_train_batch_end(self, batch_index, logs=None):
             self.losses = logs  # already Python floats: the host has synchronised with the device
             self._stamp()
-            if len(self.stamps) == warmup_calls + 1 and on_gpu:
+            if len(self.stamps) == warmup_calls + 1 and reset_gpu_peak:
                 tf.config.experimental.reset_memory_stats("GPU:0")
 
     timer = StepTimer()
     load_before = timing.load_average()
-    model.fit(dataset, epochs=1, steps_per_epoch=(warmup_calls + timed_calls) * per_execution,
+    model.fit(data, epochs=1, steps_per_epoch=(warmup_calls + timed_calls) * per_execution,
               callbacks=[timer], shuffle=False, verbose=0)
     load_after = timing.load_average()
 
@@ -322,16 +408,19 @@ def benchmark_training(config):
         return [(b - a) / per_execution for a, b in zip(stamps[:-1], stamps[1:])][warmup_calls:]
 
     step_s, cpu_step_s = per_step(timer.stamps), per_step(timer.cpu_stamps)
-    if on_gpu:
+    peak_mb, memory_kind = timing.max_rss_mb(), "process max RSS"
+    if on_gpu and backend == "tensorflow":
         peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    else:
-        peak_mb = timing.max_rss_mb()
+        memory_kind = "GPU allocator peak over the timed steps"
+    elif on_gpu and backend == "jax" and _jax_peak_mb() is not None:
+        peak_mb = _jax_peak_mb()
+        memory_kind = "GPU allocator peak of the whole run (JAX peak_bytes_in_use)"
     flops = training_flops_per_image(model, batch)
-    result = {"mode": "training", **timing.step_stats(step_s, batch)}
+    result = {"mode": "training", "backend": backend, **timing.step_stats(step_s, batch)}
     result.update(timing.flop_fields(flops["training"], result["images_per_s"]))
     result.update({
         "peak_memory_mb": peak_mb,
-        "memory_kind": "GPU allocator peak over the timed steps" if on_gpu else "process max RSS",
+        "memory_kind": memory_kind,
         "gflop_per_image_forward": flops["forward"] / 1e9,
         "gflop_parts_forward": {k: v / 1e9 for k, v in flops["parts"].items()},
         "device": device,
@@ -339,8 +428,9 @@ def benchmark_training(config):
         "load_average_before": load_before,
         "load_average_after": load_after,
         "final_loss": float(timer.losses.get("loss", math.nan)),
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "config": dict(_recorded_settings(config), encoder=encoder_name),
+        "versions": {**versions, "keras": keras.__version__},
+        # jit_compile as compiled: always on under JAX (dim_keras.runs.model_setup.jit_compile)
+        "config": dict(_recorded_settings(config), encoder=encoder_name, jit_compile=jit_compile(config.model)),
     })
     if not on_gpu:
         result["baseline_memory_mb"] = baseline_mb
@@ -425,43 +515,72 @@ def _pipeline_stream(config, root):
 def benchmark_matmul_peak(config):
     """GFLOP/s of the configuration's dominant GEMM shape, and the images/s ceiling it implies.
 
-    A chain of ``MATMUL_CHAIN`` dependent ``[4096, D] x [D, D]`` products (D = ``embedding_dim``) runs
-    in one ``tf.function`` without XLA, so that neither XLA's algebraic simplifier nor launch overhead
-    shortens it; only one scalar returns to the host.
+    A chain of ``MATMUL_CHAIN`` dependent ``[4096, D] x [D, D]`` products (D = ``embedding_dim``) in the
+    ``--mixed_precision`` dtype.  TensorFlow: one ``tf.function`` without XLA, so that neither XLA's algebraic
+    simplifier nor launch overhead shortens it, and only one scalar returns to the host.  JAX: one jitted
+    function whose whole result is waited for (``block_until_ready``), so XLA cannot drop any of the chain.
+    float32 matmuls run as TF32 on Ampere/Hopper GPUs by both frameworks' default (``tensor_float_32`` says so
+    for TF; JAX's default matmul precision allows it).
     """
-    import tensorflow as tf
+    import numpy as np
 
-    threads = configure_threads(tf, config.threads)
-    device, on_gpu = _device_description(tf)
-    dtype = tf.as_dtype(PRECISION_DTYPES[config.model.mixed_precision])
+    backend = keras_backend()
+    dtype_name = PRECISION_DTYPES[config.model.mixed_precision]
     d, rows, seed = config.model.embedding_dim, MATMUL_ROWS, config.model.seed
-    x = tf.cast(tf.random.stateless_normal([rows, d], seed=[seed, 1]), dtype)
+    rng = np.random.default_rng(seed)
     # Entries of variance 1/D keep the chain's values O(1) (no overflow in float16).
-    w = tf.cast(tf.random.stateless_normal([d, d], seed=[seed, 2]) / math.sqrt(d), dtype)
+    x_host = rng.standard_normal((rows, d), dtype=np.float32)
+    w_host = (rng.standard_normal((d, d), dtype=np.float32) / math.sqrt(d)).astype(np.float32)
+    extra = {}
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+        threads = _jax_threads(config.threads)
+        device, on_gpu = _jax_device_description()
+        x, w = jnp.asarray(x_host, dtype_name), jnp.asarray(w_host, dtype_name)
 
-    @tf.function
-    def chain(x, w):
-        for _ in range(MATMUL_CHAIN):
-            x = tf.matmul(x, w)
-        return x[0, 0]
+        @jax.jit
+        def chain(x, w):
+            for _ in range(MATMUL_CHAIN):
+                x = jnp.matmul(x, w)
+            return x
+
+        step = lambda: chain(x, w).block_until_ready()  # noqa: E731
+        if on_gpu:
+            extra["matmul_precision"] = str(jax.config.jax_default_matmul_precision or "default (TF32 allowed)")
+    else:
+        import tensorflow as tf
+        threads = configure_threads(tf, config.threads)
+        device, on_gpu = _device_description(tf)
+        x, w = tf.cast(x_host, dtype_name), tf.cast(w_host, dtype_name)
+
+        @tf.function
+        def chain(x, w):
+            for _ in range(MATMUL_CHAIN):
+                x = tf.matmul(x, w)
+            return x[0, 0]
+
+        step = lambda: chain(x, w).numpy()  # noqa: E731
+        if on_gpu:
+            extra["tensor_float_32"] = tf.config.experimental.tensor_float_32_execution_enabled()
 
     load_before = timing.load_average()
-    step_s, cpu_step_s = timing.time_steps(lambda: chain(x, w).numpy(), config.steps, config.warmup)
+    step_s, cpu_step_s = timing.time_steps(step, config.steps, config.warmup)
     flop = 2 * rows * d * d * MATMUL_CHAIN
     median = statistics.median(step_s)
     result = {
         "mode": "matmul_peak",
-        "gemm": f"{MATMUL_CHAIN} x [{rows}, {d}] x [{d}, {d}] {dtype.name}",
+        "backend": backend,
+        "gemm": f"{MATMUL_CHAIN} x [{rows}, {d}] x [{d}, {d}] {dtype_name}",
         "gflop_per_s": flop / median / 1e9,
         "gflop_per_s_best": flop / min(step_s) / 1e9,
         "device": device,
         "threads": threads,
         "load_average": load_before,
         "config": _recorded_settings(config),
+        **extra,
     }
-    if on_gpu:
-        result["tensor_float_32"] = tf.config.experimental.tensor_float_32_execution_enabled()
-    else:
+    if not on_gpu:
         result["gflop_per_cpu_s"] = flop / statistics.median(cpu_step_s) / 1e9
     model, _ = build_benchmark_model(config)
     gflop_per_image = training_flops_per_image(model, config.model.batch_size)["training"] / 1e9
@@ -492,6 +611,116 @@ def benchmark_torch(config):
     return _run_app("torch_reference.py", command_line(torch_config(config)))
 
 
+# --------------------------------------------------------------------------- backends comparison
+BACKEND_COLUMNS = ("arm", "images/s per round", "images/s (median)", "x first (paired)", "step ms (median)",
+                   "peak MB", "CIFAR-10 epoch s", "idle-machine images/s", "x first, idle (paired)")
+SATURATION_FRACTION = 0.95  # a batch "saturates" the device from where images/s is within 5 % of the best
+
+
+def backend_arms(config):
+    """``(name, app, flags, environment)`` of each process a round of ``--backends`` runs: one
+    ``apps/benchmark.py`` per backend with ``KERAS_BACKEND`` set, then (``--compare_torch``) the authors' step."""
+    single = dataclasses.replace(config, backends=(), rounds=1, compare_torch=False, json=True)
+    arms = [(backend, "benchmark.py", command_line(single), {"KERAS_BACKEND": backend})
+            for backend in config.backends]
+    if config.compare_torch:
+        arms.append(("torch", "torch_reference.py", command_line(torch_config(config)), None))
+    return arms
+
+
+def run_backends(config):
+    """``--rounds`` rounds of every arm of :func:`backend_arms`, each a fresh process (no framework shares a
+    process, an allocator or a thread pool with another), one after the other.  The order alternates between
+    rounds (A B, B A, A B, ...) so that a drift of the machine's load over the run favours no arm; the
+    comparison (:func:`compare_rounds`) pairs the arms of the same round."""
+    arms = backend_arms(config)
+    names = [name for name, *_ in arms]
+    rounds = []
+    for index in range(config.rounds):
+        outcomes = {}
+        for name, app, args, env in (arms if index % 2 == 0 else arms[::-1]):
+            outcomes[name] = _run_app(app, args, env)
+        rounds.append({name: outcomes[name] for name in names})
+    return {"mode": "backends", "arms": names, "rounds": rounds, "comparison": compare_rounds(rounds, names),
+            "config": settings(config)}
+
+
+def _paired_ratios(rounds, arm, first, key):
+    """``arm``'s ``key`` over ``first``'s in each round where both ran and report it."""
+    return [r[arm][key] / r[first][key] for r in rounds
+            if key in r[arm] and key in r[first] and r[first][key] > 0]
+
+
+def compare_rounds(rounds, arms):
+    """Per arm: its images/s in every round and their median, the median step time, the largest peak memory, the
+    CIFAR-10 epoch time at the median images/s, and its ratio to the first arm: the median over rounds of the
+    same-round ratios (paired, so a machine that is busier in one round than another cancels out).  On the CPU
+    the same for ``images_per_s_idle_estimate`` (CPU time per step, less sensitive to other processes).  Rounds
+    where an arm failed are left out of its figures and listed under ``errors``."""
+    first = arms[0]
+    comparison = {}
+    for arm in arms:
+        ran = [r[arm] for r in rounds if "error" not in r[arm]]
+        entry = {"images_per_s": [r["images_per_s"] for r in ran],
+                 "errors": [r[arm]["error"] for r in rounds if "error" in r[arm]]}
+        if ran:
+            entry["images_per_s_median"] = statistics.median(entry["images_per_s"])
+            entry["step_ms_median"] = statistics.median(r["step_ms_median"] for r in ran)
+            entry["peak_memory_mb"] = max(r["peak_memory_mb"] for r in ran)
+            entry["cifar10_epoch_s"] = timing.CIFAR10_TRAIN_IMAGES / entry["images_per_s_median"]
+            entry["device"] = ran[0]["device"]
+            idle = [r["images_per_s_idle_estimate"] for r in ran if "images_per_s_idle_estimate" in r]
+            if idle:
+                entry["images_per_s_idle_estimate_median"] = statistics.median(idle)
+        for key, name in (("images_per_s", "ratio_to_first"), ("images_per_s_idle_estimate", "idle_ratio_to_first")):
+            paired = _paired_ratios(rounds, arm, first, key)
+            if paired:
+                entry[name] = statistics.median(paired)
+                entry[name + "_rounds"] = paired
+        comparison[arm] = entry
+    return comparison
+
+
+def _cell(value, spec):
+    return "" if value is None else format(value, spec)
+
+
+def backends_table(result):
+    """Markdown table of a ``--backends`` result, and one line per arm with its ratio to the first."""
+    arms, comparison = result["arms"], result["comparison"]
+    lines = ["| " + " | ".join(BACKEND_COLUMNS) + " |", "|" + "|".join("---" for _ in BACKEND_COLUMNS) + "|"]
+    for arm in arms:
+        e = comparison[arm]
+        label = "torch (authors' step)" if arm == "torch" else arm
+        if "images_per_s_median" not in e:
+            lines.append("| " + " | ".join([label, "failed: " + e["errors"][0].replace("|", "/")]
+                                           + [""] * (len(BACKEND_COLUMNS) - 2)) + " |")
+            continue
+        cells = [label, ", ".join(f"{v:.1f}" for v in e["images_per_s"]), f"{e['images_per_s_median']:.1f}",
+                 _cell(e.get("ratio_to_first"), ".2f"), f"{e['step_ms_median']:.1f}", f"{e['peak_memory_mb']:.0f}",
+                 f"{e['cifar10_epoch_s']:.1f}", _cell(e.get("images_per_s_idle_estimate_median"), ".1f"),
+                 _cell(e.get("idle_ratio_to_first"), ".2f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    c = result["config"]
+    precision = "fp32" if c["mixed_precision"] == "off" else c["mixed_precision"]
+    first = comparison[arms[0]]
+    # XLA as each backend compiled the step (always on under JAX, whatever --jit_compile says)
+    xla = {arm: r[arm]["config"]["jit_compile"] for r in result["rounds"] for arm in arms
+           if "jit_compile" in r[arm].get("config", {})}
+    lines.append(f"DeepInfoMax {c['estimator']}/{c['local_critic']} {c['image_size']}px batch {c['batch_size']} "
+                 f"{precision}, xla {', '.join(f'{arm}={on}' for arm, on in xla.items()) or c['jit_compile']}, "
+                 f"{len(result['rounds'])} round(s), order alternating, on {first.get('device', 'unknown device')}")
+    for arm in arms[1:]:
+        e = comparison[arm]
+        if "ratio_to_first" in e:
+            rounds = ", ".join(f"{v:.2f}" for v in e["ratio_to_first_rounds"])
+            line = f"{arm} / {arms[0]} = {e['ratio_to_first']:.2f}x images/s (median of paired rounds: {rounds})"
+            if "idle_ratio_to_first" in e:
+                line += f"; idle-machine estimate {e['idle_ratio_to_first']:.2f}x"
+            lines.append(line)
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- sweep
 def sweep_configs(config):
     """``(row, config)`` of every training run of ``--mode=sweep``."""
@@ -518,18 +747,50 @@ def run_sweep(config):
 
 
 def sweep_table(rows):
-    """Markdown table of sweep rows."""
+    """Markdown table of sweep rows, then where each configuration's throughput saturates
+    (:func:`saturation`) and what ran where."""
     lines = ["| " + " | ".join(SWEEP_COLUMNS) + " |", "|" + "|".join("---" for _ in SWEEP_COLUMNS) + "|"]
     for row in rows:
         cells = [row["estimator"], row["critic"], str(row["local_samples"] or "all"), str(row["batch_size"])]
         if "result" in row:
             r = row["result"]
             cells += [f"{r['images_per_s']:.1f}", f"{r['step_ms_median']:.1f}", f"{r['step_ms_p90']:.1f}",
-                      f"{r['peak_memory_mb']:.0f}", f"{r['gflop_per_image']:.3f}", f"{r['achieved_gflop_per_s']:.1f}"]
+                      f"{r['peak_memory_mb']:.0f}", f"{r['gflop_per_image']:.3f}", f"{r['achieved_gflop_per_s']:.1f}",
+                      f"{r['cifar10_epoch_s']:.1f}"]
         else:
-            cells += ["failed: " + row["error"].replace("|", "/")] + [""] * 5
+            cells += ["failed: " + row["error"].replace("|", "/")] + [""] * (len(SWEEP_COLUMNS) - 5)
         lines.append("| " + " | ".join(cells) + " |")
+    for (estimator, critic, samples), found in saturation(rows).items():
+        lines.append(f"{estimator}/{critic}, {samples or 'all'} locations: best {found['images_per_s']:.1f} images/s "
+                     f"at batch {found['best_batch_size']} (CIFAR-10 epoch {found['cifar10_epoch_s']:.1f} s); "
+                     f"within {100 * (1 - SATURATION_FRACTION):.0f} % of it from batch "
+                     f"{found['saturating_batch_size']}")
+    ran = next((row["result"] for row in rows if "result" in row), None)
+    if ran is not None:
+        c = ran["config"]
+        precision = "fp32" if c["mixed_precision"] == "off" else c["mixed_precision"]
+        lines.append(f"{c['encoder']} encoder, {c['image_size']}px, {precision}, xla={c['jit_compile']}, "
+                     f"{ran.get('backend', 'tensorflow')} on {ran['device']}")
     return "\n".join(lines)
+
+
+def saturation(rows):
+    """Per (estimator, critic, local samples) swept over two or more batch sizes: the best images/s, its batch,
+    and the smallest batch within ``SATURATION_FRACTION`` of it, i.e. the batch that saturates the device."""
+    groups = {}
+    for row in rows:
+        if "result" in row:
+            key = (row["estimator"], row["critic"], row["local_samples"])
+            groups.setdefault(key, []).append((row["batch_size"], row["result"]["images_per_s"]))
+    found = {}
+    for key, runs in groups.items():
+        if len(runs) < 2:
+            continue
+        best_batch, best = max(runs, key=lambda run: run[1])
+        saturating = min(batch for batch, rate in runs if rate >= SATURATION_FRACTION * best)
+        found[key] = {"images_per_s": best, "best_batch_size": best_batch, "saturating_batch_size": saturating,
+                      "cifar10_epoch_s": timing.CIFAR10_TRAIN_IMAGES / best}
+    return found
 
 
 # --------------------------------------------------------------------------- reporting
@@ -537,6 +798,8 @@ def summary(result):
     """What the app prints for ``result``: one line per measurement, or the sweep's markdown table."""
     if result["mode"] == "sweep":
         return sweep_table(result["rows"])
+    if result["mode"] == "backends":
+        return backends_table(result)
     if result["mode"] == "matmul_peak":
         return _matmul_line(result)
     if result["mode"] == "data_pipeline":
@@ -552,7 +815,8 @@ def summary(result):
 
 
 def _matmul_line(result):
-    return (f"matmul peak ({result['gemm']}) on {result['device']}: {result['gflop_per_s']:.1f} GFLOP/s median "
+    return (f"matmul peak ({result['gemm']}, {result.get('backend', 'tensorflow')}) on {result['device']}: "
+            f"{result['gflop_per_s']:.1f} GFLOP/s median "
             f"({result['gflop_per_s_best']:.1f} best)"
             + (f", {result['gflop_per_cpu_s']:.1f} GFLOP per CPU-s" if "gflop_per_cpu_s" in result else "")
             + f" -> ceiling {result['images_per_s_ceiling']:.1f} images/s at {result['gflop_per_image']:.3f} "
@@ -565,7 +829,8 @@ def _training_line(result):
     c = result["config"]
     precision = "fp32" if c["mixed_precision"] == "off" else c["mixed_precision"]
     return (f"DeepInfoMax {c['estimator']}/{c['local_critic']} {c['encoder']} {c['image_size']}px batch "
-            f"{c['batch_size']} {precision} xla={c['jit_compile']} on {result['device']}: "
+            f"{c['batch_size']} {precision} xla={c['jit_compile']} ({result.get('backend', 'tensorflow')}) on "
+            f"{result['device']}: "
             f"{result['images_per_s']:.1f} images/s | step {result['step_ms_median']:.1f} ms median, "
             f"{result['step_ms_p90']:.1f} ms p90 | peak memory {result['peak_memory_mb']:.0f} MB "
             f"({result['memory_kind']}) | {result['gflop_per_image']:.3f} GFLOP/training image -> "

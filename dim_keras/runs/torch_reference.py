@@ -426,6 +426,11 @@ def torch_reference(config):
                   config=to_dict(config))
     if device == "cpu":
         result.update(timing.cpu_time_fields(cpu_step_s, config.batch_size, threads, flops))
+    else:
+        # torch's defaults, as the authors' code ran: TF32 for cuDNN convolutions (the 1x1 MI convolutions
+        # included) but not for matmuls; JAX and TensorFlow allow TF32 for both, which a comparison must say.
+        result["tf32_allowed"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                  "cudnn": torch.backends.cudnn.allow_tf32}
     return result
 
 

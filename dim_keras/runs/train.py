@@ -22,12 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from dim_keras import callbacks as callbacks_lib
-from dim_keras import encoders as encoders_lib
 from dim_keras import io
 from dim_keras.config import PROBE_FEATURES, to_dict, validate
 from dim_keras.errors import DataError, TrainingDiverged, UsageError, WorkerLost, first_line, one_line
 from dim_keras.export import export_encoder, load_encoder
-from dim_keras.models import DeepInfoMax, default_optimizer
+# The model, its optimizer and precision are built TensorFlow-free (the benchmark builds the same model on JAX
+# machines without TensorFlow); they stay importable from here for the run layer's other users.
+from dim_keras.runs.model_setup import (build_model, jit_compile, learning_rate,  # noqa: F401
+                                        resolved_encoder_name, set_precision)
 
 
 def _prepare_output_dir(path):
@@ -278,20 +280,6 @@ def check_batch_split(config, strategy):
                          f"--strategy=mirrored on {keras.backend.backend()}: give a multiple of {devices}")
 
 
-def jit_compile(config):
-    """Whether the training step is XLA-compiled: ``--jit_compile`` on TensorFlow with one device (XLA and
-    MirroredStrategy do not mix in Keras 3: "Trying to access resource ... replica_1"); always on JAX,
-    whose trainer jits the stateless step (DataParallel included) and whose eager step would be far slower."""
-    if keras.backend.backend() == "jax":
-        return True
-    return config.jit_compile and config.strategy == "default"
-
-
-def set_precision(mixed_precision):
-    policy = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[mixed_precision]
-    keras.mixed_precision.set_global_policy(policy)
-
-
 def load_pretraining_data(config, skipped=None):
     """The pretraining images (a DataSplit, or an ImageStream read from disk while training: ``--streaming``),
     the dataset's defaults and the encoder input shape; UsageError on bad data.  ``skipped``: the
@@ -305,18 +293,6 @@ def load_pretraining_data(config, skipped=None):
     if len(split) < config.batch_size:
         raise UsageError(f"{config.dataset} has {len(split)} images, fewer than the batch size {config.batch_size}")
     return split, defaults, (int(height), int(width), 3)
-
-
-def resolved_encoder_name(config, input_shape):
-    """The encoder architecture ``config.encoder`` means for images of ``input_shape`` ("auto": by size)."""
-    if config.encoder == "auto":
-        return encoders_lib.auto_encoder_name(min(input_shape[:2]))
-    return config.encoder
-
-
-def _recipe_model_settings(config):
-    recipe = config.recipe_settings()
-    return {name: recipe[name] for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip")}
 
 
 def augmentation(config, defaults, input_shape):
@@ -351,45 +327,10 @@ def pretraining_dataset(config, split, defaults, input_shape, seed, num_shards=1
                         seed=seed, **augmentation(config, defaults, input_shape), **shards).repeat()
 
 
-def learning_rate(config, steps_per_epoch=None):
-    """Adam's learning rate for ``config``: ``--learning_rate`` (default: the recipe's), and with the
-    recipe's cosine schedule a ``CosineDecay`` to 0 over the run's ``epochs x steps_per_epoch`` steps (a
-    constant rate when ``steps_per_epoch`` is None).  The schedule reads the optimizer's step counter, so a
-    resumed run continues where it stopped."""
-    rate = config.resolved_learning_rate()
-    if config.recipe_settings()["lr_schedule"] == "cosine" and steps_per_epoch:
-        return keras.optimizers.schedules.CosineDecay(rate, config.resolved_epochs() * steps_per_epoch)
-    return rate
-
-
 def training_steps_per_epoch(config, split):
     """Training steps per epoch: full batches of ``split``, capped by ``--steps_per_epoch``."""
     steps = len(split) // config.batch_size
     return min(steps, config.steps_per_epoch) if config.steps_per_epoch else steps
-
-
-def build_model(config, input_shape, steps_per_epoch=None):
-    """The encoder + DeepInfoMax model of ``config`` (call in the strategy scope); ``steps_per_epoch``
-    sets the horizon of a recipe's learning-rate schedule (:func:`learning_rate`)."""
-    encoder_name = resolved_encoder_name(config, input_shape)
-    try:
-        encoder = encoders_lib.build_encoder(
-            encoder_name, input_shape, y_dim=config.y_dim, synchronized_bn=config.synchronized_bn)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    model = DeepInfoMax(
-        encoder, alpha=config.alpha, beta=config.beta, gamma=config.gamma,
-        estimator=config.estimator, local_critic=config.local_critic,
-        embedding_dim=config.embedding_dim, prior=config.prior,
-        local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
-        seed=config.seed, **_recipe_model_settings(config))
-    if config.recipe_settings()["layer_defaults"] == "torch":
-        from dim_keras.initializers import apply_torch_layer_defaults
-        apply_torch_layer_defaults(model, seed=config.seed)
-    optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
-    d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
-    model.compile(optimizer=optimizer, discriminator_optimizer=d_optimizer, jit_compile=jit_compile(config))
-    return model
 
 
 def _save_keras_atomically(model, path, optimizer_state=False):

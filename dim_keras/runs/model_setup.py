@@ -1,0 +1,90 @@
+"""The model ``apps/train.py`` trains, built without importing TensorFlow.
+
+:func:`build_model` makes the encoder and :class:`dim_keras.models.DeepInfoMax` of a
+:class:`dim_keras.config.TrainConfig` (the recipe's model settings, Adam as the authors set it,
+:func:`dim_keras.models.default_optimizer`) and compiles it; :func:`set_precision` sets the Keras
+dtype policy of ``--mixed_precision``.  They live apart from :mod:`dim_keras.runs.train` (which needs
+TensorFlow for its strategies, checkpoints and SavedModel export) so that the benchmark builds the very
+same model on the JAX backend on a machine without TensorFlow (the GPU machines of issue 17): this
+module imports only Keras and the TF-free library modules.
+"""
+
+import keras
+
+from dim_keras import encoders as encoders_lib
+from dim_keras.errors import UsageError
+
+# --mixed_precision -> Keras dtype policy (compute in float16 / bfloat16, variables in float32).
+PRECISION_POLICIES = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def set_precision(mixed_precision):
+    """Sets the global Keras dtype policy of ``--mixed_precision`` (off, float16, bfloat16)."""
+    keras.mixed_precision.set_global_policy(PRECISION_POLICIES[mixed_precision])
+
+
+def resolved_encoder_name(config, input_shape):
+    """The encoder architecture ``config.encoder`` means for images of ``input_shape`` ("auto": by size)."""
+    if config.encoder == "auto":
+        return encoders_lib.auto_encoder_name(min(input_shape[:2]))
+    return config.encoder
+
+
+def recipe_model_settings(config):
+    """The ``DeepInfoMax`` keyword arguments of ``config``'s recipe (docs/RESULTS.md)."""
+    recipe = config.recipe_settings()
+    return {name: recipe[name] for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip")}
+
+
+def learning_rate(config, steps_per_epoch=None):
+    """Adam's learning rate for ``config``: ``--learning_rate`` (default: the recipe's), and with the
+    recipe's cosine schedule a ``CosineDecay`` to 0 over the run's ``epochs x steps_per_epoch`` steps (a
+    constant rate when ``steps_per_epoch`` is None).  The schedule reads the optimizer's step counter, so a
+    resumed run continues where it stopped."""
+    rate = config.resolved_learning_rate()
+    if config.recipe_settings()["lr_schedule"] == "cosine" and steps_per_epoch:
+        return keras.optimizers.schedules.CosineDecay(rate, config.resolved_epochs() * steps_per_epoch)
+    return rate
+
+
+def jit_compile(config):
+    """Whether the training step is XLA-compiled: ``--jit_compile`` on TensorFlow with one device (XLA and
+    MirroredStrategy do not mix in Keras 3: "Trying to access resource ... replica_1"); always on JAX,
+    whose trainer jits the stateless step (DataParallel included) and whose eager step would be far slower."""
+    if keras.backend.backend() == "jax":
+        return True
+    return config.jit_compile and config.strategy == "default"
+
+
+def build_model(config, input_shape, steps_per_epoch=None):
+    """The encoder + DeepInfoMax model of ``config``, compiled (call in the strategy scope); ``steps_per_epoch``
+    sets the horizon of a recipe's learning-rate schedule (:func:`learning_rate`).  UsageError for an input
+    shape the encoder cannot take."""
+    from dim_keras.models import DeepInfoMax, default_optimizer
+
+    encoder_name = resolved_encoder_name(config, input_shape)
+    try:
+        encoder = encoders_lib.build_encoder(
+            encoder_name, input_shape, y_dim=config.y_dim, synchronized_bn=config.synchronized_bn)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if config.occlusion:
+        from dim_keras.occlusion import check_image_size
+        try:
+            check_image_size(*input_shape[:2])
+        except ValueError as err:
+            raise UsageError(f"--occlusion: {err}") from None
+    model = DeepInfoMax(
+        encoder, alpha=config.alpha, beta=config.beta, gamma=config.gamma,
+        estimator=config.estimator, local_critic=config.local_critic,
+        embedding_dim=config.embedding_dim, prior=config.prior,
+        local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
+        occlusion=config.occlusion, coordinate_prediction=config.coordinate_prediction,
+        coordinate_weight=config.coordinate_weight, seed=config.seed, **recipe_model_settings(config))
+    if config.recipe_settings()["layer_defaults"] == "torch":
+        from dim_keras.initializers import apply_torch_layer_defaults
+        apply_torch_layer_defaults(model, seed=config.seed)
+    optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
+    d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
+    model.compile(optimizer=optimizer, discriminator_optimizer=d_optimizer, jit_compile=jit_compile(config))
+    return model
