@@ -19,12 +19,15 @@ from dim_keras.choices import ENCODERS
 
 
 def _bn(synchronized, name):
-    # Synchronised BN averages statistics over replicas under tf.distribute.
+    # Synchronised BN averages statistics over replicas under tf.distribute.  Only TensorFlow needs (and
+    # Keras only accepts) the flag: on JAX, keras.distribution.DataParallel runs one SPMD program over the
+    # global batch, whose batch mean is already the mean over every device (tests/test_encoders.py).
     # The builders use Keras's BN defaults (momentum 0.99, eps 1e-3) and glorot-uniform kernels; the authors'
     # step runs with torch's (momentum 0.9, eps 1e-5, kaiming-uniform), which apps/train.py's paper recipe
     # applies afterwards (dim_keras.initializers): on real CIFAR images (10 epochs, one seed) they moved the
     # linear probe by +0.5 (Y), +0.9 (conv), +4.0 (fc) points; docs/RESULTS.md ("Parity").
-    return layers.BatchNormalization(synchronized=synchronized, name=name)
+    return layers.BatchNormalization(
+        synchronized=synchronized and keras.backend.backend() == "tensorflow", name=name)
 
 
 def _conv_block(x, filters, kernel, strides, padding, name, synchronized):

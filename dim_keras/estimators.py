@@ -29,11 +29,16 @@ Scores are cast to float32 first so that the bounds stay exact under mixed
 precision, and all log-sum-exps shift by the max, so scores of +-1e4 do not
 overflow.  Masking is exact: negatives are selected with 0/1 weights (means)
 or ``-inf`` (log-sum-exp), never by a soft "-10" offset.
+
+Everything is written with ``keras.ops``, so the same functions run on the
+TensorFlow and the JAX backend (inside ``tf.function`` / ``jax.jit`` too):
+static sizes come back as Python ints, a dynamic TF batch as a scalar tensor,
+and every op below accepts either.
 """
 
 import math
 
-import tensorflow as tf
+import keras
 from keras import ops
 
 from dim_keras.choices import ESTIMATORS
@@ -47,12 +52,10 @@ _NWJ_LOG_MEAN_EXP_CAP = 30.0
 
 
 def _as_scores(scores, name):
-    scores = tf.convert_to_tensor(scores)
-    scores = tf.cast(scores, tf.float32)
-    if scores.shape.rank != 3:
-        raise ValueError(
-            f"scores must have shape [B, B, L], got rank {scores.shape.rank}"
-        )
+    scores = ops.cast(ops.convert_to_tensor(scores), "float32")
+    rank = ops.ndim(scores)  # None for a TF tensor of unknown rank
+    if rank != 3:
+        raise ValueError(f"scores must have shape [B, B, L], got rank {rank}")
     batch = scores.shape[0]
     if batch is not None and batch < 2:
         raise ValueError(
@@ -64,31 +67,54 @@ def _as_scores(scores, name):
 
 def positive_mask(scores):
     """Float mask [B, B, L] that is 1 on positive pairs (i == j), else 0."""
-    batch = tf.shape(scores)[0]
-    eye = tf.eye(batch, num_columns=tf.shape(scores)[1], dtype=scores.dtype)
-    return tf.broadcast_to(eye[:, :, None], tf.shape(scores))
+    shape = ops.shape(scores)  # dynamic entries are scalar tensors on TF
+    eye = ops.eye(shape[0], shape[1], dtype=scores.dtype)
+    return ops.broadcast_to(eye[:, :, None], shape)
 
 
 def _masked_mean(values, mask):
-    return tf.reduce_sum(values * mask) / tf.reduce_sum(mask)
+    return ops.sum(values * mask) / ops.sum(mask)
+
+
+def _minus_inf_where_unmasked(values, mask):
+    """``values`` where ``mask > 0``, exactly ``-inf`` elsewhere (exp(-inf) == 0)."""
+    return ops.where(mask > 0, values, ops.full_like(values, -math.inf))
 
 
 def _masked_log_mean_exp(values, mask, axis=None):
     """log(mean(exp(values))) over entries where mask == 1, max-shifted."""
-    masked = tf.where(mask > 0, values, tf.fill(tf.shape(values), -math.inf))
-    shift = tf.stop_gradient(tf.reduce_max(masked, axis=axis, keepdims=True))
-    shifted = tf.exp(masked - shift)  # exp(-inf) == 0: exact exclusion
-    total = tf.reduce_sum(shifted, axis=axis, keepdims=True)
-    count = tf.reduce_sum(mask, axis=axis, keepdims=True)
-    result = tf.math.log(total) + shift - tf.math.log(count)
+    masked = _minus_inf_where_unmasked(values, mask)
+    shift = ops.stop_gradient(ops.max(masked, axis=axis, keepdims=True))
+    shifted = ops.exp(masked - shift)  # exp(-inf) == 0: exact exclusion
+    total = ops.sum(shifted, axis=axis, keepdims=True)
+    count = ops.sum(mask, axis=axis, keepdims=True)
+    result = ops.log(total) + shift - ops.log(count)
     if axis is None:
-        return tf.reshape(result, [])
-    return tf.squeeze(result, axis=axis)
+        return ops.reshape(result, ())
+    return ops.squeeze(result, axis=axis)
+
+
+def _positives(scores):
+    """``[B, L]`` = ``T(i, i, l)``: the diagonal of every location's ``[B, B]`` slice.
+
+    Transposed to ``[L, B, B]`` first so that the diagonal is taken over the
+    last two axes (on TF a plain ``diag_part``, also for a dynamic batch).
+    """
+    return ops.transpose(ops.diagonal(ops.transpose(scores, (2, 0, 1)), axis1=1, axis2=2))
+
+
+def _negatives_log_sum_exp(scores, pos):
+    """``[B, 1]``: ``log sum_{j != i, l'} e^{T(i, j, l')}`` over all negatives of
+    global ``i`` (flattened to ``[B, B*L]``, positives exactly ``-inf``)."""
+    batch = ops.shape(scores)[0]
+    negatives = _minus_inf_where_unmasked(
+        ops.reshape(scores, (batch, -1)), ops.reshape(1.0 - pos, (batch, -1)))
+    return ops.logsumexp(negatives, axis=1, keepdims=True)
 
 
 def jsd_positive_term(scores):
     """Per-pair positive term of the JSD bound, ``log 2 - softplus(-T)``."""
-    return _LOG2 - tf.nn.softplus(-scores)
+    return _LOG2 - ops.softplus(-scores)
 
 
 def jsd_negative_term(scores):
@@ -96,7 +122,7 @@ def jsd_negative_term(scores):
 
     Equal to the authors' ``softplus(-T) + T - log 2``.
     """
-    return tf.nn.softplus(scores) - _LOG2
+    return ops.softplus(scores) - _LOG2
 
 
 def jsd_lower_bound(scores):
@@ -187,17 +213,18 @@ def update_log_ema(log_ema, batch_log_mean_exp, decay):
     (no overflow for scores of any size).  ``log_ema = -inf`` means "no
     history": the first step then returns the batch value itself (the
     bias-free initialisation).  ``decay = 0`` returns the batch value; the
-    result carries no gradient.
+    result carries no gradient.  ``log_ema`` may be a tensor, a number or a
+    ``keras.Variable`` (read, not assigned).
     """
-    log_ema = tf.cast(tf.convert_to_tensor(log_ema), tf.float32)
-    batch = tf.stop_gradient(tf.cast(batch_log_mean_exp, tf.float32))
-    decay = tf.cast(decay, tf.float32)
-    fresh = tf.math.is_inf(log_ema) | (decay <= 0.0)
+    log_ema = ops.cast(ops.convert_to_tensor(log_ema), "float32")
+    batch = ops.stop_gradient(ops.cast(batch_log_mean_exp, "float32"))
+    decay = ops.cast(decay, "float32")
+    fresh = ops.logical_or(ops.isinf(log_ema), decay <= 0.0)
     # log(0) = -inf only enters the discarded branch of the where.
-    old = tf.math.log(tf.maximum(decay, 1e-30)) + tf.where(fresh, tf.zeros_like(log_ema), log_ema)
-    new = tf.math.log(tf.maximum(1.0 - decay, 1e-30)) + batch
-    mixed = tf.reduce_logsumexp(tf.stack([old, new]), axis=0)
-    return tf.stop_gradient(tf.where(fresh, batch, mixed))
+    old = ops.log(ops.maximum(decay, 1e-30)) + ops.where(fresh, ops.zeros_like(log_ema), log_ema)
+    new = ops.log(ops.maximum(1.0 - decay, 1e-30)) + batch
+    mixed = ops.logsumexp(ops.stack([old, new]), axis=0)
+    return ops.stop_gradient(ops.where(fresh, batch, mixed))
 
 
 def dv_bias_corrected(scores, log_ema, decay):
@@ -217,30 +244,39 @@ def dv_bias_corrected(scores, log_ema, decay):
       the biased batch denominator replaced by the moving average.  With
       ``decay = 0`` the EMA is the batch value, so the gradient is exactly
       DV's (the surrogate's value is then ``E_J[T] - 1``, not the bound).
+
+    Pure (the state goes in and comes out), so it is what a stateless JAX
+    step calls; :class:`BiasCorrectedDV` wraps it for stateful loops.
     """
     scores = _as_scores(scores, "dv_bias_corrected")
     pos = positive_mask(scores)
     e_pos = _masked_mean(scores, pos)
     lme = _masked_log_mean_exp(scores, 1.0 - pos)
     new_log_ema = update_log_ema(log_ema, lme, decay)
-    surrogate = e_pos - tf.exp(lme - new_log_ema)
+    surrogate = e_pos - ops.exp(lme - new_log_ema)
     return e_pos - lme, surrogate, new_log_ema
 
 
 class BiasCorrectedDV:
     """The stateful side of :func:`dv_bias_corrected` for training loops.
 
-    Holds ``log ema`` in a non-trainable ``tf.Variable`` (start: ``-inf``, no
-    history).  ``dv(scores)`` returns ``(bound, surrogate)`` and updates the
-    variable; maximise ``surrogate`` (e.g. ``loss = -surrogate``), report
-    ``bound``.  Works inside ``tf.function``.
+    Holds ``log ema`` in a non-trainable float32 ``keras.Variable`` (start:
+    ``-inf``, no history).  ``dv(scores)`` returns ``(bound, surrogate)`` and
+    updates the variable; maximise ``surrogate`` (e.g. ``loss = -surrogate``),
+    report ``bound``.  Works eagerly on every backend and inside
+    ``tf.function`` on TensorFlow; inside ``jax.jit`` a variable cannot be
+    assigned, so a JAX step passes the state through
+    :func:`dv_bias_corrected` instead (``log_ema.value`` in, the new value
+    out).  ``autocast=False``: under a mixed-precision policy the state is
+    still read in float32.
     """
 
     def __init__(self, decay=0.99):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.log_ema = tf.Variable(-math.inf, trainable=False, dtype=tf.float32, name="dv_log_ema")
+        self.log_ema = keras.Variable(-math.inf, shape=(), dtype="float32", trainable=False,
+                                      autocast=False, name="dv_log_ema")
 
     def reset(self):
         self.log_ema.assign(-math.inf)
@@ -262,29 +298,22 @@ def infonce_lower_bound(scores):
     ``log K`` (``log B`` for vector pairs).
     """
     scores = _as_scores(scores, "infonce_lower_bound")
-    batch = tf.shape(scores)[0]
-    locations = tf.shape(scores)[2]
+    shape = ops.shape(scores)
+    batch, locations = shape[0], shape[2]
     pos = positive_mask(scores)
-    # Positives: [B, L] = T(i, i, l).
-    positives = tf.linalg.diag_part(tf.transpose(scores, [2, 0, 1]))
-    positives = tf.transpose(positives)
-    # Negatives of global i: all T(i, j, l') with j != i, flattened to [B, B*L].
-    neg_mask = tf.reshape(1.0 - pos, [batch, -1])
-    negatives = tf.reshape(scores, [batch, -1])
-    negatives = tf.where(
-        neg_mask > 0, negatives, tf.fill(tf.shape(negatives), -math.inf)
-    )
+    positives = _positives(scores)  # [B, L]
     # The negatives of global i are shared by all its locations: one
     # log-sum-exp per row, then log(e^pos + e^neg_lse) per (i, l); no
     # [B, L, B*L] intermediate.
-    neg_lse = tf.reduce_logsumexp(negatives, axis=1, keepdims=True)  # [B, 1]
-    shift = tf.stop_gradient(tf.maximum(neg_lse, positives))  # [B, L]
+    neg_lse = _negatives_log_sum_exp(scores, pos)  # [B, 1]
+    shift = ops.stop_gradient(ops.maximum(neg_lse, positives))  # [B, L]
     log_partition = (
-        tf.math.log(tf.exp(positives - shift) + tf.exp(neg_lse - shift)) + shift
+        ops.log(ops.exp(positives - shift) + ops.exp(neg_lse - shift)) + shift
     )
     log_softmax_positive = positives - log_partition
-    candidates = 1.0 + tf.cast((batch - 1) * locations, tf.float32)
-    return tf.math.log(candidates) + tf.reduce_mean(log_softmax_positive)
+    # Counted in integers, then float32 (as the scores): exact for any batch.
+    candidates = 1.0 + ops.cast((batch - 1) * locations, "float32")
+    return ops.log(candidates) + ops.mean(log_softmax_positive)
 
 
 def kpair_triplet_loss(scores):
@@ -301,13 +330,10 @@ def kpair_triplet_loss(scores):
     ``softplus(logsumexp_neg - positive)`` (no overflow for large score gaps).
     """
     scores = _as_scores(scores, "kpair_triplet_loss")
-    batch = tf.shape(scores)[0]
     pos = positive_mask(scores)
-    positives = tf.transpose(tf.linalg.diag_part(tf.transpose(scores, [2, 0, 1])))  # [B, L] = T(i, i, l)
-    negatives = tf.reshape(scores, [batch, -1])
-    negatives = tf.where(tf.reshape(pos, [batch, -1]) > 0, tf.fill(tf.shape(negatives), -math.inf), negatives)
-    neg_lse = tf.reduce_logsumexp(negatives, axis=1, keepdims=True)  # [B, 1]: log sum_{j != i, l'} e^T
-    return tf.reduce_mean(tf.nn.softplus(neg_lse - positives))
+    positives = _positives(scores)  # [B, L] = T(i, i, l)
+    neg_lse = _negatives_log_sum_exp(scores, pos)  # [B, 1]: log sum_{j != i, l'} e^T
+    return ops.mean(ops.softplus(neg_lse - positives))
 
 
 _BOUNDS = {

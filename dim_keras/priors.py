@@ -59,9 +59,16 @@ def sample_prior(prior, batch_size, dim, seed=None):
 
 @keras.saving.register_keras_serializable(package="dim_keras")
 class PriorDiscriminator(keras.Model):
-    """Prior matching network of Table 10: Linear 1000 ReLU, 200 ReLU, 1 logit."""
+    """Prior matching network of Table 10: Linear 1000 ReLU, 200 ReLU, 1 logit.
+
+    float32 throughout, also under a mixed-precision policy: the model itself defaults to
+    ``dtype="float32"``, because Keras casts a layer's floating inputs to the layer's compute dtype
+    before ``call``, so a float16 model would round Y and the prior samples to float16 before they reach
+    its float32 layers.
+    """
 
     def __init__(self, hidden_units=(1000, 200), **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.hidden_units = tuple(hidden_units)
         self.hidden = [
