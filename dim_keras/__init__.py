@@ -32,6 +32,7 @@ _EXPORTS = {
     "nwj_lower_bound": "estimators",
     "export_encoder": "export", "load_encoder": "export",
     "DeepInfoMax": "models", "default_optimizer": "models",
+    "ContrastivePredictiveCoding": "cpc",
     "PriorDiscriminator": "priors",
     "RealNVP": "invertible", "AffineCoupling": "invertible",
     "TrainConfig": "config", "validate": "config",
@@ -41,8 +42,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS) + ["load_model", "register_serializables"]
 
 # The modules whose import registers dim_keras's serializable layers and models with Keras.
-_SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.generation", "dim_keras.invertible", "dim_keras.multiview",
-                         "dim_keras.adversarial_invertible", "dim_keras.mine_gan", "dim_keras.bottleneck")
+_SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.cpc", "dim_keras.generation", "dim_keras.invertible",
+                         "dim_keras.multiview", "dim_keras.adversarial_invertible", "dim_keras.mine_gan",
+                         "dim_keras.bottleneck")
 
 
 def register_serializables():

@@ -39,8 +39,14 @@ BOTTLENECK_NOISES = ("gaussian", "additive", "propagated", "none")
 BOTTLENECK_DATASETS = ("digits", "mnist")
 CRITICS = ("dot", "concat", "bilinear", "separable")
 PRIORS = ("uniform", "gaussian", "unit_ball", "unit_sphere")
-ENCODERS = ("auto", "small", "dcgan", "alexnet")
+# folded: the strided-crop encoder of DIM Sec. 4.2 / Table 3; resnet18/50: CIFAR-stem ResNets (Table 3's
+# CIFAR-10 runs used a ResNet-50).  CROP_ENCODERS: the folded encoder's crop networks (dim_keras.encoders).
+ENCODERS = ("auto", "small", "dcgan", "alexnet", "folded", "resnet18", "resnet50")
+CROP_ENCODERS = ("conv", "resnet18", "resnet50")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+# apps/train.py --method: dim (dim_keras.models.DeepInfoMax) or cpc (dim_keras.cpc, DIM Sec. 4.2 / Table 3's
+# CPC baseline); the comparison models of the baselines issue join this list.
+METHODS = ("dim", "cpc")
 # Coordinate-prediction tasks of DIM Sec. 4.3 / App. A.7 (both: Table 5's "coord" runs use both).
 COORDINATE_TASKS = ("none", "absolute", "relative", "both")
 PRECISIONS = ("off", "float16", "bfloat16")

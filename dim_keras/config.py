@@ -199,6 +199,13 @@ class TrainConfig:
                              choices=choices.STREAMING_MODES)
     strict: bool = setting(False, "Stop at the first image file that cannot be read, instead of skipping "
                            "unreadable files (counted, and the first few named, at the end).")
+    method: str = setting("dim", "What to train: dim (Deep InfoMax, eq. 8) or cpc (Contrastive Predictive Coding "
+                          "on the encoder's local grid, DIM Sec. 4.2 / Table 3's baseline, dim_keras.cpc: a row GRU "
+                          "summary predicts the local features 1, 2 and 3 rows below in each column with infoNCE "
+                          "and encode-and-dot critics; use --encoder=folded for the paper's 7x7 grid). cpc refuses "
+                          "DIM's objective flags (--alpha, --beta, --gamma, --prior, --estimator other than "
+                          "infonce, ...); the encoder, data, optimizer and run flags apply to both.",
+                          choices=choices.METHODS)
     alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
     beta: float = setting(1.0, "Weight of the local MI term (eq. 8). DIM(L): 1, DIM(G): 0.", minimum=0.0)
     gamma: float = setting(0.1, "Weight of the prior-matching term (eq. 8). DIM(L): 0.1, DIM(G): 1.", minimum=0.0)
@@ -235,8 +242,13 @@ class TrainConfig:
                                   "authors' step runs with: kernels and biases U(+-1/sqrt(fan_in)), BN momentum "
                                   "0.9, eps 1e-5; default: the recipe's: torch for paper, keras for improved).",
                                   choices=choices.LAYER_DEFAULTS)
-    encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1) or "
-                           "alexnet (64x64, Table 2).", choices=choices.ENCODERS)
+    encoder: str = setting("auto", "Encoder: auto (by image size), small (8-28 px), dcgan (32x32, Table 1), "
+                           "alexnet (64x64, Table 2), folded (strided crops, Sec. 4.2 / Table 3: 7x7 crops of 1/4 "
+                           "of the side at a stride of 1/8, each through --crop_encoder; sides multiples of 8, "
+                           ">= 32), resnet18 or resnet50 (CIFAR-sized stem).", choices=choices.ENCODERS)
+    crop_encoder: str = setting("conv", "--encoder=folded only: the network shared by every crop: conv (a small "
+                                "conv net), resnet18 or resnet50 (Table 3's CIFAR-10 runs used a ResNet-50).",
+                                choices=choices.CROP_ENCODERS)
     image_size: int = setting(None, "--dataset=folder only: resize every image to this square side (default: "
                               "the images' own size, which must then be the same for all of them).", minimum=8)
     embedding_dim: int = setting(2048, "Width of the encode-and-dot critic's embedding (2048 in the paper).",
@@ -244,6 +256,10 @@ class TrainConfig:
     y_dim: int = setting(64, "Size of the representation Y (64 in the paper).", minimum=1)
     local_samples: int = setting(None, "Score only this many random locations of the local map per step "
                                  "(bounds the B x B x M^2 score tensor of infoNCE; default all).", minimum=1)
+    negatives: int = setting(None, "Negative images per positive (DIM App. A.3, Fig. 9): each global feature is "
+                             "contrasted with the local features, at all locations, of only this many other "
+                             "images of its batch, drawn at random per step (default, or >= --batch_size - 1: all "
+                             "B - 1 others).", minimum=1)
     occlusion: bool = setting(False, "Compute Y from an occluded copy of each image while the local features "
                               "see the full image (DIM Sec. 4.3, App. A.7): one random rectangle per image, "
                               "leaving a 10x10 block (per 32 pixels of side) visible and one occluded.")
@@ -253,6 +269,11 @@ class TrainConfig:
                                          choices=choices.COORDINATE_TASKS)
     coordinate_weight: float = setting(1.0, "Weight of the coordinate-prediction cross-entropy in the encoder's "
                                        "loss (the paper gives none).", minimum=0.0)
+    num_globals: int = setting(0, "Multiple globals (DIM Sec. 4.2, Table 3): this many less-global features, "
+                               "each from a random 3x3 block of the local feature grid (7x7 with "
+                               "--encoder=folded) through one shared network, each scored against all local "
+                               "features by the one local critic; 0: the single global Y. Needs --beta > 0 and a "
+                               "local grid of at least 3x3.", minimum=0)
     epochs: int = setting(None, "Epochs (default: 1000 for CIFAR, 200 for the other datasets as in the paper, "
                           "5 for digits).", minimum=1)
     batch_size: int = setting(64, "Global batch size (64 in the paper); >= 2, since the negatives of an "
@@ -299,9 +320,32 @@ class TrainConfig:
         "synchronized_bn", "mixed_precision", "probe", "probe_max_train", "verbose", "keep_checkpoints",
         "keras_optimizer_state", "monitor_every", "monitor_examples", "streaming", "strict")
 
+    # DIM objective settings that --method=cpc has no use for (dim_keras.cpc): refused there unless at their
+    # defaults, so that no one believes they shaped a CPC run.
+    DIM_ONLY_SETTINGS: typing.ClassVar[tuple] = (
+        "alpha", "beta", "gamma", "prior", "prior_gradient_penalty", "local_critic", "local_samples", "negatives",
+        "occlusion", "coordinate_prediction", "coordinate_weight", "num_globals", "score_penalty", "score_clip")
+
+    def _check_cpc(self):
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name in self.DIM_ONLY_SETTINGS:
+            if getattr(self, name) != defaults[name]:
+                raise UsageError(f"--{name} is a setting of DIM's objective and --method=cpc has no use for it: "
+                                 f"drop --{name} (CPC's objective is fixed: infoNCE over 3 row offsets)")
+        if self.estimator not in (defaults["estimator"], "infonce"):
+            raise UsageError(f"--estimator={self.estimator}: --method=cpc scores its predictions with infoNCE "
+                             "(DIM Sec. 4.2): drop --estimator")
+
     def check(self):
+        if self.method == "cpc":
+            self._check_cpc()
         if self.alpha == 0 and self.beta == 0:
             raise UsageError("--alpha and --beta are both 0: there is no mutual information term to maximise")
+        if self.num_globals and self.beta == 0:
+            raise UsageError("--num_globals needs the local MI term (--beta > 0): the less-global features are "
+                             "scored against the local features")
+        if self.crop_encoder != "conv" and self.encoder != "folded":
+            raise UsageError(f"--crop_encoder={self.crop_encoder} applies to --encoder=folded only")
         if self.resume and not self.output_dir:
             raise UsageError("--resume needs the --output_dir of the run to resume")
         has_run = bool(self.output_dir) and os.path.exists(os.path.join(self.output_dir, "checkpoints", "checkpoint"))
@@ -327,6 +371,8 @@ class TrainConfig:
         return resume_config(self, explicit)
 
     def objective_name(self):
+        if self.method != "dim":
+            return self.method
         return (f"{self.estimator}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
                 f"-{self.local_critic}")
 
@@ -543,6 +589,32 @@ class EvaluateConfig:
 
 
 # ============================================================ prepare_data
+@dataclasses.dataclass
+class LocalMapsConfig:
+    """Fig. 14 of the DIM paper (``apps/local_maps.py``, ``dim_keras.runs.local_maps``): for a finished
+    training run, the infoNCE loss of Y against the local feature at every location, with Y computed from
+    the full image and from an occluded copy (App. A.7's masks)."""
+    run_dir: str = setting(None, "The training run (its output_dir: config.json and model.keras).",
+                           path="input_dir")
+    batch_size: int = setting(64, "Test images scored together: each image's negatives are the others' local "
+                              "features, as in training.", minimum=2)
+    images: int = setting(6, "Images drawn in the figure (rows).", minimum=1)
+    seed: int = setting(0, "Seed of the occlusion masks.")
+    output: str = setting(None, "PNG to write (default <run_dir>/local_maps.png; the numbers go to the .json "
+                          "beside it).", path="output_file")
+    json: bool = setting(False, "Print the summary as a JSON object as the last line.")
+
+    def check(self):
+        if self.run_dir is None:
+            raise UsageError("--run_dir is required: the output_dir of a finished apps/train.py run")
+        for name in (RUN_CONFIG, "model.keras"):
+            if not os.path.isfile(os.path.join(self.run_dir, name)):
+                raise UsageError(f"--run_dir: no {name} in {self.run_dir} (the output_dir of a finished "
+                                 f"apps/train.py run has both)")
+        if self.images > self.batch_size:
+            raise UsageError(f"--images ({self.images}) must be at most --batch_size ({self.batch_size})")
+
+
 @dataclasses.dataclass
 class PrepareDataConfig:
     """Sharded TFRecords of a dataset (``apps/prepare_data.py``, ``dim_keras.runs.prepare_data``), to stream
@@ -1081,4 +1153,60 @@ class CompareQualityConfig:
     def run_config(self, arm, seed, output_dir, resume=False):
         """The :class:`TrainConfig` of dim_keras arm ``arm`` (a recipe) with ``seed``: DIM(L) without the prior."""
         return dataclasses.replace(self.train, recipe=arm, gamma=0.0, seed=seed, output_dir=output_dir,
+                                   probe=True, resume=resume)
+
+
+# =============================================================== negatives
+@dataclasses.dataclass
+class NegativesSweepConfig:
+    """DIM's number-of-negatives experiment (App. A.3, Fig. 9; ``apps/negatives_sweep.py``,
+    ``dim_keras.runs.negatives_sweep``).
+
+    Every (estimator, K) point is one run of ``apps/train.py``'s training with ``--estimator`` and
+    ``--negatives=K`` (K negative images per positive), probed by its linear probe (``probe.json``).
+    Real CIFAR-10 images: ``--data_dir=../shared/data/cifar10-dev``.
+    """
+    output_dir: str = setting("saved_models/negatives", "Where each point's run goes (<estimator>-k<K>/) and "
+                              "negatives.json / negatives.png; rerun with the same directory to skip the finished "
+                              "points and resume an unfinished one.", path="output_dir")
+    estimators: tuple = setting(("jsd", "infonce", "dv"), "The MI estimators compared (Fig. 9: JSD, infoNCE, "
+                                "DV).", element=str, choices=choices.ESTIMATORS, min_items=1)
+    negatives: tuple = setting((), "The numbers of negative images K per positive (default: 1, 2, 4, ... up to "
+                               "--batch_size - 1, i.e. log2 K = 0 .. floor(log2(B - 1)), and B - 1 itself: all).",
+                               element=int, minimum=1)
+    json: bool = setting(False, "Print the results as a JSON object on the last line.")
+    train: TrainConfig = nested(
+        TrainConfig, "Settings of every point's training (the rest: apps/train.py's defaults, the paper's DIM(L)).",
+        only=("dataset", "data_dir", "download", "streaming", "alpha", "beta", "gamma", "local_critic", "recipe",
+              "encoder", "embedding_dim", "y_dim", "local_samples", "epochs", "batch_size", "learning_rate", "seed",
+              "mixed_precision", "jit_compile", "steps_per_epoch", "probe_max_train", "monitor_every",
+              "monitor_examples", "verbose"),
+        dataset="cifar10", epochs=10, monitor_every=0, verbose=2)
+
+    def resolved_negatives(self):
+        """The K of the sweep, ascending: ``--negatives``, or 1, 2, 4, ... <= B - 1 and B - 1."""
+        if self.negatives:
+            return sorted(self.negatives)
+        most = self.train.batch_size - 1
+        return sorted({2 ** k for k in range(int(math.log2(most)) + 1)} | {most})
+
+    def check(self):
+        for name in ("estimators", "negatives"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        most = self.train.batch_size - 1
+        too_many = [k for k in self.negatives if k > most]
+        if too_many:
+            raise UsageError(f"--negatives={','.join(map(str, too_many))}: a batch of --batch_size="
+                             f"{self.train.batch_size} has at most {most} negative images per positive")
+        if self.train.dataset in WITHOUT_CLASS_LABELS:
+            raise UsageError(f"the linear probe needs class labels and {self.train.dataset} has none (its labels "
+                             "are attributes)")
+        if self.train.dataset in ("folder", "tfrecord") and not self.train.data_dir:
+            raise UsageError(f"--dataset={self.train.dataset} needs --data_dir")
+
+    def run_config(self, estimator, negatives, output_dir, resume=False):
+        """The :class:`TrainConfig` of the point (``estimator``, K = ``negatives``), with the final probe on."""
+        return dataclasses.replace(self.train, estimator=estimator, negatives=negatives, output_dir=output_dir,
                                    probe=True, resume=resume)

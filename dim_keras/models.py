@@ -19,7 +19,9 @@ from keras import ops
 
 from dim_keras import coordinates as coordinates_lib
 from dim_keras import critics as critics_lib
+from dim_keras import encoders as _encoders  # noqa: F401  registers the folded encoder's layers
 from dim_keras import estimators as estimators_lib
+from dim_keras import local_blocks
 from dim_keras import occlusion as occlusion_lib
 from dim_keras import priors as priors_lib
 
@@ -155,6 +157,14 @@ def _with_input_gradient(fn, inputs):
     raise NotImplementedError(f"the prior gradient penalty supports the tensorflow and jax backends, not {backend}")
 
 
+class _PairParts:
+    """The two optimizers of an :class:`_OptimizerPair` (a plain holder, invisible to Keras's saving)."""
+
+    def __init__(self, representation, discriminator):
+        self.representation = representation
+        self.discriminator = discriminator
+
+
 class _OptimizerPair(keras.optimizers.Optimizer):
     """The JAX backend's ``model.optimizer`` when a prior discriminator has its own optimizer.
 
@@ -165,14 +175,25 @@ class _OptimizerPair(keras.optimizers.Optimizer):
     discriminator optimizer's, and ``DeepInfoMax._jax_train_step`` applies each to its own
     slice with ``stateless_apply``.  ``iterations``, ``learning_rate`` and ``scale_loss`` are
     the representation optimizer's (what callbacks and schedules read).  It is never serialised:
-    ``DeepInfoMax.get_compile_config`` stores the two optimizers themselves.
+    ``DeepInfoMax.get_compile_config`` stores the two optimizers themselves, and in a ``.keras``
+    file its own entry holds the representation optimizer's variables, as on TensorFlow (the
+    discriminator optimizer is saved under its own attribute), so the file is the same on both
+    backends.
     """
 
     def __init__(self, representation, discriminator, name="optimizer_pair"):
         super().__init__(learning_rate=0.0, name=name)
-        self.representation = representation
-        self.discriminator = discriminator
+        # Held out of sight of Keras's saving, which walks an optimizer's attributes and would save
+        # both parts a second time under this one; ``representation`` and ``discriminator`` are read
+        # through ``__getattr__``.
+        self._parts = _PairParts(representation, discriminator)
         self.built = True  # both parts are built by DeepInfoMax.compile
+
+    def __getattr__(self, name):
+        parts = self.__dict__.get("_parts")
+        if parts is not None and name in ("representation", "discriminator"):
+            return getattr(parts, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def build(self, var_list):
         """Nothing to build: ``DeepInfoMax.compile`` builds each optimizer on its own variables."""
@@ -201,6 +222,18 @@ class _OptimizerPair(keras.optimizers.Optimizer):
 
     def scale_loss(self, loss):
         return self.representation.scale_loss(loss)
+
+    def save_own_variables(self, store):
+        self.representation.save_own_variables(store)
+
+    def load_own_variables(self, store):
+        self.representation.load_own_variables(store)
+
+    def finalize_variable_values(self, var_list):
+        """Each optimizer's end-of-training step (e.g. ``use_ema``) on the variables it trains."""
+        for optimizer in (self.representation, self.discriminator):
+            own = {id(v) for v in getattr(optimizer, "_trainable_variables", ())}
+            optimizer.finalize_variable_values([v for v in var_list if id(v) in own])
 
     def apply(self, grads, trainable_variables=None):
         raise TypeError("an optimizer pair has no single update: DeepInfoMax's JAX step applies "
@@ -289,7 +322,18 @@ class DeepInfoMax(keras.Model):
             coordinate-prediction tasks (Sec. 4.3, App. A.7, :mod:`dim_keras.coordinates`) whose
             cross-entropy is added to the encoder's loss with weight ``coordinate_weight``; their
             predictors train with the encoder and critics.  Table 5's "coord" runs use both.
-        seed: seed for prior samples, location subsampling, occlusion masks and source locations.
+        negatives: if set (K >= 1), the negatives of global feature i are the local features (at all
+            locations) of only K other images of the batch, drawn at random without replacement per
+            global feature and step (:func:`dim_keras.estimators.sample_negative_mask`), instead of all
+            B - 1: DIM's number-of-negatives experiment (App. A.3, Fig. 9).  A K >= B - 1 uses all.
+            One draw per step serves the global and the local MI term.
+        num_globals: multiple globals (Sec. 4.2, Table 3 "DIM(L) multiple globals"; 0: off): K less-global
+            features, each computed by one shared network (:class:`~dim_keras.local_blocks.LessGlobalNetwork`)
+            from a random 3 x 3 block of the local grid (drawn per image and step), each scored against the
+            full set of local features by the one local critic and estimator.  The local term becomes the
+            mean over the K + 1 globals (Y and the K less-global ones); see ``mi_terms``.  Needs the local
+            term (beta > 0) and a local grid of at least 3 x 3 (the paper's: the folded encoder's 7 x 7).
+        seed: seed for prior samples, location subsampling, occlusion masks, source locations and blocks.
     """
 
     def __init__(self, encoder, alpha=0.0, beta=1.0, gamma=0.1, estimator="jsd",
@@ -297,7 +341,7 @@ class DeepInfoMax(keras.Model):
                  prior_gradient_penalty=0.0, local_samples=None, score_clip=None,
                  global_layer_norm=False, score_scale=1.0, score_penalty=0.0,
                  occlusion=False, coordinate_prediction="none", coordinate_weight=1.0,
-                 seed=None, **kwargs):
+                 negatives=None, num_globals=0, seed=None, **kwargs):
         super().__init__(**kwargs)
         estimators_lib.get_estimator(estimator)  # validates the name
         if prior not in priors_lib.PRIORS:
@@ -318,6 +362,8 @@ class DeepInfoMax(keras.Model):
                              f"{', '.join(coordinates_lib.COORDINATE_TASKS)}")
         if not coordinate_weight >= 0:
             raise ValueError(f"coordinate_weight must be >= 0, got {coordinate_weight}")
+        if negatives is not None and (int(negatives) != negatives or negatives < 1):
+            raise ValueError(f"negatives must be an integer >= 1 (or None: all other images), got {negatives}")
         self.encoder = encoder
         self.alpha = float(alpha)
         self.beta = float(beta)
@@ -335,6 +381,13 @@ class DeepInfoMax(keras.Model):
         self.occlusion = bool(occlusion)
         self.coordinate_prediction = coordinate_prediction
         self.coordinate_weight = float(coordinate_weight)
+        if int(num_globals) != num_globals or num_globals < 0:
+            raise ValueError(f"num_globals must be an integer >= 0, got {num_globals}")
+        if num_globals and beta == 0:
+            raise ValueError("num_globals needs the local MI term (beta > 0): the less-global features are "
+                             "scored against the local features")
+        self.num_globals = int(num_globals)
+        self.negatives = None if negatives is None else int(negatives)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._bound = estimators_lib.get_estimator(estimator)
@@ -356,6 +409,14 @@ class DeepInfoMax(keras.Model):
             self.prior_discriminator.build((None, self.y_dim))
         if self.occlusion:
             occlusion_lib.check_image_size(*encoder.input_shape[1:3])
+        self.less_global_network = None
+        if self.num_globals:
+            local_blocks.check_grid(*shapes["local"][1:3])
+            # The encoder's own fc -> Y head shape: hidden as wide as its fc, output of Y's size (one critic).
+            self.less_global_network = local_blocks.LessGlobalNetwork(
+                shapes["fc"][-1], self.y_dim, name="less_global_network")
+            self.less_global_network.build((None, local_blocks.BLOCK, local_blocks.BLOCK, shapes["local"][-1]))
+            self.less_global_mi_tracker = keras.metrics.Mean(name="less_global_mi")
         self.coordinate_predictors = {}
         self.coordinate_trackers = {}
         tasks = {"absolute": ("absolute",), "relative": ("relative",),
@@ -388,6 +449,8 @@ class DeepInfoMax(keras.Model):
             trackers.append(self.global_mi_tracker)
         if self.local_critic is not None:
             trackers.append(self.local_mi_tracker)
+        if self.less_global_network is not None:
+            trackers.append(self.less_global_mi_tracker)
         if self.prior_discriminator is not None:
             trackers += [self.prior_loss_tracker, self.discriminator_loss_tracker,
                          self.discriminator_accuracy_tracker]
@@ -407,6 +470,8 @@ class DeepInfoMax(keras.Model):
                 variables += critic.trainable_variables
         for predictor in self.coordinate_predictors.values():
             variables += predictor.trainable_variables
+        if self.less_global_network is not None:
+            variables += self.less_global_network.trainable_variables
         return variables
 
     def call(self, inputs, training=False):
@@ -431,6 +496,9 @@ class DeepInfoMax(keras.Model):
         one for the prior discriminator (``discriminator_optimizer``); both
         default to Adam(1e-4, beta_1=0.5).  Accepts optimizer instances,
         names or configs."""
+        if isinstance(optimizer, _OptimizerPair):  # recompiling with a JAX model's own model.optimizer
+            discriminator_optimizer = discriminator_optimizer or optimizer.discriminator
+            optimizer = optimizer.representation
         optimizer = keras.optimizers.get(optimizer) if optimizer is not None else default_optimizer()
         # The main optimizer goes to super().compile; otherwise Keras builds an
         # unused default optimizer over every variable.
@@ -450,17 +518,18 @@ class DeepInfoMax(keras.Model):
         if keras.backend.backend() == "jax" and self.discriminator_optimizer is not None:
             self.optimizer = _OptimizerPair(self.optimizer, self.discriminator_optimizer)
 
-    @property
     def representation_optimizer(self):
         """The optimizer of the encoder and critics (``model.optimizer`` itself, except on JAX with a
-        prior discriminator, where ``model.optimizer`` is the pair of both; see ``_OptimizerPair``)."""
+        prior discriminator, where ``model.optimizer`` is the pair of both; see ``_OptimizerPair``).
+        A method, not a property: Keras's saving walks a model's attributes and would store the JAX
+        pair's part a second time under the property's name."""
         optimizer = getattr(self, "optimizer", None)
         return optimizer.representation if isinstance(optimizer, _OptimizerPair) else optimizer
 
     def get_compile_config(self):
         if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
             return None
-        config = {"optimizer": keras.saving.serialize_keras_object(self.representation_optimizer)}
+        config = {"optimizer": keras.saving.serialize_keras_object(self.representation_optimizer())}
         if getattr(self, "discriminator_optimizer", None) is not None:
             config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
                 self.discriminator_optimizer)
@@ -486,6 +555,8 @@ class DeepInfoMax(keras.Model):
             "global_layer_norm": self.global_layer_norm, "score_scale": self.score_scale,
             "score_penalty": self.score_penalty, "occlusion": self.occlusion,
             "coordinate_prediction": self.coordinate_prediction, "coordinate_weight": self.coordinate_weight,
+            "negatives": self.negatives,
+            "num_globals": self.num_globals,
             "seed": self.seed,
         }
 
@@ -509,6 +580,11 @@ class DeepInfoMax(keras.Model):
             scores = self.score_clip * ops.tanh(scores / self.score_clip)
         return scores
 
+    def local_scores(self, y, local, training=False):
+        """The local objective's score tensor ``[B, B, M*M]`` of ``y`` against the local map ``local``
+        (every location), as the estimator sees it: scaled and soft-clipped like in training."""
+        return self._scores(self.local_critic, y, local, training, [])
+
     def _subsample_locations(self, local):
         """Keeps ``local_samples`` random locations of a [B, H, W, C] map."""
         shape = ops.shape(local)
@@ -520,21 +596,51 @@ class DeepInfoMax(keras.Model):
         keep = ops.argsort(noise)[: self.local_samples]
         return ops.take(flat, keep, axis=1)
 
+    def _negative_mask(self, y):
+        """The step's ``[B, B]`` negative mask under ``negatives`` (App. A.3, Fig. 9), or None: all other
+        images (no ``negatives``, or a static batch of at most ``negatives + 1``)."""
+        batch = y.shape[0]
+        if self.negatives is None or (batch is not None and self.negatives >= batch - 1):
+            return None
+        if batch is None:
+            batch = ops.shape(y)[0]  # a dynamic TF batch: the sampler keeps all when it is small
+        return estimators_lib.sample_negative_mask(batch, self.negatives, self.seed_generator)
+
     def mi_terms(self, features, training=False):
         """The global and local MI bounds (nats) of a forward pass."""
         y = features["y"]
         terms = {}
         penalties = []
+        negative_mask = self._negative_mask(y)
         if self.global_critic is not None:
             terms["global_mi"] = self._bound(
-                self._scores(self.global_critic, y, features["conv"], training, penalties))
+                self._scores(self.global_critic, y, features["conv"], training, penalties),
+                negative_mask=negative_mask)
         if self.local_critic is not None:
             local = self._subsample_locations(features["local"])
             terms["local_mi"] = self._bound(
-                self._scores(self.local_critic, y, local, training, penalties))
+                self._scores(self.local_critic, y, local, training, penalties), negative_mask=negative_mask)
+            if self.less_global_network is not None:
+                less_global, _ = self.less_global_features(features["local"], training)
+                bounds = [self._bound(self._scores(self.local_critic, less_global[:, k], local, training,
+                                                   penalties), negative_mask=negative_mask)
+                          for k in range(self.num_globals)]
+                terms["less_global_mi"] = sum(bounds) / self.num_globals
+                # Sec. 4.2 "adds" the less-global features to DIM(L), with one estimator for all blocks:
+                # Y keeps its term (the representation evaluated is still Y, and without its term only the
+                # prior would train Y's head), and every global, full or less, weighs the same.
+                terms["local_mi"] = (terms["local_mi"] + sum(bounds)) / (self.num_globals + 1)
         if penalties:
             terms["score_penalty"] = sum(penalties)
         return terms
+
+    def less_global_features(self, local, training=False):
+        """Multiple globals (Sec. 4.2): ``(less_global, corners)``, the ``[B, K, y_dim]`` less-global
+        features of the ``[B, H, W, C]`` local map and the ``[B, K, 2]`` top-left corners of their 3 x 3
+        blocks, drawn with ``seed_generator`` (:func:`dim_keras.local_blocks.sample_block_corners`)."""
+        corners = local_blocks.sample_block_corners(ops.shape(local)[0], self.num_globals, local.shape[1],
+                                                    local.shape[2], self.seed_generator)
+        return local_blocks.less_global_features(self.less_global_network, local, corners, training), corners
 
     def features(self, images, training=False):
         """The features the objective reads: the encoder's, with Y from an occluded copy of the images
@@ -609,6 +715,8 @@ class DeepInfoMax(keras.Model):
             self.global_mi_tracker.update_state(terms["global_mi"])
         if "local_mi" in terms:
             self.local_mi_tracker.update_state(terms["local_mi"])
+        if "less_global_mi" in terms:
+            self.less_global_mi_tracker.update_state(terms["less_global_mi"])
         if "prior_loss" in terms:
             self.prior_loss_tracker.update_state(terms["prior_loss"])
         if d_loss is not None:

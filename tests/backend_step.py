@@ -55,7 +55,7 @@ def main(case_json, weights_in, images_path, prior_path, out_path):
     arrays["names"] = np.array([v.path for v in model.weights])
     for name in logs[0]:
         arrays[f"log_{name}"] = np.array([float(step[name]) for step in logs])
-    arrays["iterations"] = np.array(int(keras.ops.convert_to_numpy(model.representation_optimizer.iterations)))
+    arrays["iterations"] = np.array(int(keras.ops.convert_to_numpy(model.representation_optimizer().iterations)))
     if model.discriminator_optimizer is not None:
         arrays["d_iterations"] = np.array(int(keras.ops.convert_to_numpy(
             model.discriminator_optimizer.iterations)))

@@ -15,7 +15,8 @@ from dim_keras.errors import DataError, UsageError
 
 ALL_CONFIGS = (config.TrainConfig, config.GenerateConfig, config.EvaluateConfig, config.EstimateMIConfig,
                config.AblationConfig, config.BenchmarkConfig, config.TorchReferenceConfig, config.MILabConfig,
-               config.MineGANConfig, config.BottleneckConfig, config.CompareQualityConfig, config.PrepareDataConfig)
+               config.MineGANConfig, config.BottleneckConfig, config.CompareQualityConfig, config.PrepareDataConfig,
+               config.NegativesSweepConfig, config.LocalMapsConfig)
 
 
 def test_config_and_cli_import_without_tensorflow():
@@ -44,6 +45,9 @@ def test_flags_are_generated_from_the_fields(config_cls):
         assert field.metadata["help"], field.name
     if config_cls is config.EvaluateConfig:
         with pytest.raises(UsageError, match="--encoder is required"):
+            config.validate(default)
+    elif config_cls is config.LocalMapsConfig:
+        with pytest.raises(UsageError, match="--run_dir is required"):
             config.validate(default)
     elif getattr(config_cls, "SUBCOMMAND", None):  # the positional sub-command is required; each one is valid
         subcommand = next(f for f in dataclasses.fields(config_cls) if f.name == config_cls.SUBCOMMAND)
@@ -216,7 +220,8 @@ APPS = {("apps", "train.py"): config.TrainConfig, ("apps", "generate.py"): confi
         ("apps", "mi_lab.py"): config.MILabConfig, ("apps", "mine_gan.py"): config.MineGANConfig,
         ("apps", "mine_bottleneck.py"): config.BottleneckConfig, ("tuning", "ablation.py"): config.AblationConfig,
         ("apps", "compare_quality.py"): config.CompareQualityConfig,
-        ("apps", "prepare_data.py"): config.PrepareDataConfig}
+        ("apps", "prepare_data.py"): config.PrepareDataConfig,
+        ("apps", "negatives_sweep.py"): config.NegativesSweepConfig, ("apps", "local_maps.py"): config.LocalMapsConfig}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

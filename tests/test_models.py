@@ -214,7 +214,7 @@ def test_mixed_precision_step_is_finite():
     keras.mixed_precision.set_global_policy("mixed_float16")
     model = tiny_model(alpha=0.5, gamma=0.1, estimator="infonce", score_clip=20.0)
     model.compile()
-    assert isinstance(model.representation_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(model.representation_optimizer(), keras.optimizers.LossScaleOptimizer)
     logs = model.train_on_batch(images(), return_dict=True)
     assert all(np.isfinite(v) for v in logs.values())
     assert model.encoder.output["local"].dtype == "float16"
@@ -317,3 +317,33 @@ def test_global_layer_norm_normalises_the_y_embedding_and_round_trips(tmp_path):
     restored = keras.models.load_model(path, safe_mode=True)
     assert restored.local_critic.global_layer_norm is True
     assert restored.get_config()["global_layer_norm"] is True
+
+
+@pytest.mark.backends
+def test_recompiling_with_the_models_own_optimizers_and_the_keras_file_layout(tmp_path):
+    """``compile(optimizer=model.optimizer, ...)`` works on every backend (on JAX model.optimizer is the pair
+    of both optimizers), and the .keras file holds each optimizer once, under the names TensorFlow uses, so a
+    file saved on one backend loads with its optimizer state on the other."""
+    import io
+    import zipfile
+
+    import h5py
+
+    model = tiny_model(gamma=0.1)
+    model.compile()
+    model.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    model.compile(optimizer=model.optimizer, discriminator_optimizer=model.discriminator_optimizer)
+    model.fit(images(16), batch_size=8, epochs=1, verbose=0)
+    assert int(model.representation_optimizer().iterations) == 4
+    path = tmp_path / "recompiled.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+        optimizers = sorted(name for name in weights if "optimizer" in name)
+        assert optimizers == ["discriminator_optimizer", "optimizer"]
+        assert len(weights["optimizer"]["vars"]) == len(model.representation_optimizer().variables)
+        assert len(weights["discriminator_optimizer"]["vars"]) == len(model.discriminator_optimizer.variables)
+        assert list(weights["optimizer"]) == ["vars"]  # no nested copy of a part
+    restored = dk.load_model(path)
+    assert int(restored.representation_optimizer().iterations) == 4
+    assert int(restored.discriminator_optimizer.iterations) == 4

@@ -56,18 +56,58 @@ def jit_compile(config):
     return config.jit_compile and config.strategy == "default"
 
 
+def negatives_of(config):
+    """``DeepInfoMax(negatives=...)`` of ``--negatives``: None (all other images) when unset or when it is at
+    least ``--batch_size - 1``, the negatives a batch has anyway."""
+    if config.negatives is None or config.negatives >= config.batch_size - 1:
+        return None
+    return config.negatives
+
+
+def build_cpc(config, encoder, encoder_name, steps_per_epoch=None):
+    """``--method=cpc``: :class:`dim_keras.cpc.ContrastivePredictiveCoding` on ``encoder``, compiled with one
+    Adam (:func:`dim_keras.models.default_optimizer`, the recipe's rate and schedule).  The recipe's Y-embedding
+    layer norm and score scale apply to its encode-and-dot predictors; UsageError for a local grid of fewer
+    rows than CPC predicts ahead + 1."""
+    from dim_keras.cpc import ContrastivePredictiveCoding, check_grid
+    from dim_keras.models import default_optimizer
+
+    try:
+        check_grid(*encoder.output["local"].shape[1:3])
+    except ValueError as err:
+        raise UsageError(f"--method=cpc with the {encoder_name} encoder: {err}") from None
+    recipe = recipe_model_settings(config)
+    model = ContrastivePredictiveCoding(encoder, embedding_dim=config.embedding_dim,
+                                        global_layer_norm=recipe["global_layer_norm"],
+                                        score_scale=recipe["score_scale"])
+    if config.recipe_settings()["layer_defaults"] == "torch":
+        from dim_keras.initializers import apply_torch_layer_defaults
+        apply_torch_layer_defaults(model, seed=config.seed)
+    model.compile(optimizer=default_optimizer(learning_rate(config, steps_per_epoch)), jit_compile=jit_compile(config))
+    return model
+
+
 def build_model(config, input_shape, steps_per_epoch=None):
-    """The encoder + DeepInfoMax model of ``config``, compiled (call in the strategy scope); ``steps_per_epoch``
-    sets the horizon of a recipe's learning-rate schedule (:func:`learning_rate`).  UsageError for an input
-    shape the encoder cannot take."""
+    """The encoder + DeepInfoMax model of ``config`` (``--method=cpc``: :func:`build_cpc`), compiled (call in
+    the strategy scope); ``steps_per_epoch`` sets the horizon of a recipe's learning-rate schedule
+    (:func:`learning_rate`).  UsageError for an input shape the encoder cannot take."""
     from dim_keras.models import DeepInfoMax, default_optimizer
 
     encoder_name = resolved_encoder_name(config, input_shape)
     try:
         encoder = encoders_lib.build_encoder(
-            encoder_name, input_shape, y_dim=config.y_dim, synchronized_bn=config.synchronized_bn)
+            encoder_name, input_shape, y_dim=config.y_dim, synchronized_bn=config.synchronized_bn,
+            crop_encoder=config.crop_encoder if encoder_name == "folded" else None)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if config.method == "cpc":
+        return build_cpc(config, encoder, encoder_name, steps_per_epoch)
+    if config.num_globals:
+        from dim_keras.local_blocks import check_grid
+        try:
+            check_grid(*encoder.output["local"].shape[1:3])
+        except ValueError as err:
+            raise UsageError(f"--num_globals with the {encoder_name} encoder: {err}") from None
     if config.occlusion:
         from dim_keras.occlusion import check_image_size
         try:
@@ -80,7 +120,9 @@ def build_model(config, input_shape, steps_per_epoch=None):
         embedding_dim=config.embedding_dim, prior=config.prior,
         local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
         occlusion=config.occlusion, coordinate_prediction=config.coordinate_prediction,
-        coordinate_weight=config.coordinate_weight, seed=config.seed, **recipe_model_settings(config))
+        coordinate_weight=config.coordinate_weight, negatives=negatives_of(config),
+        num_globals=config.num_globals, seed=config.seed,
+        **recipe_model_settings(config))
     if config.recipe_settings()["layer_defaults"] == "torch":
         from dim_keras.initializers import apply_torch_layer_defaults
         apply_torch_layer_defaults(model, seed=config.seed)
