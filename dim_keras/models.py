@@ -647,7 +647,13 @@ class DeepInfoMax(keras.Model):
         when ``occlusion`` is on (local, conv and fc stay those of the full images, Sec. 4.3)."""
         features = self.encoder(images, training=training)
         if self.occlusion:
+            # The occluded pass normalises with its own batch statistics, but it must not move the moving
+            # statistics that inference (exports, probes, the monitor) uses: those describe whole images.
+            statistics = self.encoder.non_trainable_variables
+            saved = [ops.copy(v.value) for v in statistics] if training else ()
             occluded = self.encoder(occlusion_lib.occlude(images, self.seed_generator), training=training)
+            for variable, value in zip(statistics, saved):
+                variable.assign(value)
             features = dict(features, y=occluded["y"])
         return features
 
@@ -867,20 +873,18 @@ class DeepInfoMax(keras.Model):
         return logs, (trainable, non_trainable, list(opt_values) + list(d_opt_values), metric_values)
 
     def _jax_test_step(self, state, data):
-        """The stateless JAX counterpart of ``_evaluate_on``."""
+        """The stateless JAX counterpart of the TensorFlow test step: ``_evaluate_on`` itself, run in one
+        ``StatelessScope`` over every variable it reads or moves (seed state, metrics)."""
         trainable, non_trainable, metric_values = state
         images = as_unit_floats(_images_of(data))
         if images.shape[0] < 2:
             logs, _ = self._jax_metrics(metric_values)
             return logs, state
         state_mapping = (list(zip(self.trainable_variables, trainable))
-                         + list(zip(self.non_trainable_variables, non_trainable)))
+                         + list(zip(self.non_trainable_variables, non_trainable))
+                         + list(zip(self.metrics_variables, metric_values)))
         with keras.StatelessScope(state_mapping=state_mapping) as scope:
-            features = self.features(images, training=False)
-            loss, terms, prior_y = self._representation_loss(features, training=False)
-            d_loss = d_accuracy = None
-            if self.prior_discriminator is not None:
-                d_loss, d_accuracy = self._discriminator_loss(prior_y)
-        non_trainable = _scope_values(scope, self.non_trainable_variables, non_trainable)
-        logs, metric_values = self._jax_metrics(metric_values, loss, terms, d_loss, d_accuracy)
-        return logs, (trainable, non_trainable, metric_values)
+            self._evaluate_on(images)
+            logs = self._logs()
+        return logs, (trainable, _scope_values(scope, self.non_trainable_variables, non_trainable),
+                      _scope_values(scope, self.metrics_variables, metric_values))

@@ -15,7 +15,8 @@ one local feature is fully observed and one fully unobserved.  The block is scal
   contains a fully occluded ``b x b`` block;
 * its top edge uniform over the rows that leave a band of at least ``b`` fully visible rows above
   or below it (the band spans the full width, so it contains a fully visible ``b x b`` block); its left
-  edge uniform over all columns where it fits.
+  edge uniform over all columns where it fits;
+* for a random half of the images the same with rows and columns swapped (a full-height visible band).
 
 Occluded pixels are set to 0 (the paper does not say which value it used).  Everything is
 ``keras.ops`` with a ``SeedGenerator``, so the masks are drawn inside the jitted train step on
@@ -31,8 +32,9 @@ PAPER_SIDE = 32
 
 
 def occlusion_block(height, width):
-    """The side of A.7's block for an image of ``height x width``: 10 pixels per 32, at least 1."""
-    return max(1, round(PAPER_BLOCK * min(height, width) / PAPER_SIDE))
+    """The side of A.7's block for an image of ``height x width``: 10 pixels per 32 (halves round up), at
+    least 1."""
+    return max(1, int(PAPER_BLOCK * min(height, width) / PAPER_SIDE + 0.5))
 
 
 def check_image_size(height, width, block=None):
@@ -50,10 +52,9 @@ def _uniform_choice(valid, seed):
     return ops.argmax(noise * valid, axis=-1)
 
 
-def occlusion_masks(batch, height, width, seed, block=None):
-    """Masks ``[batch, height, width, 1]``, 1 = visible, 0 = occluded, one rectangle each (see the module
-    docstring for the distribution).  ``seed`` is a ``keras.random.SeedGenerator`` (or an int)."""
-    block = check_image_size(height, width, block)
+def _rectangles_beside_a_row_band(batch, height, width, block, seed):
+    """Occluded ``[batch, height, width]`` booleans: one rectangle each, leaving a full-width band of at least
+    ``block`` visible rows above or below it (the module docstring's distribution)."""
     rows = ops.arange(height, dtype="int32")
     cols = ops.arange(width, dtype="int32")
 
@@ -71,7 +72,20 @@ def occlusion_masks(batch, height, width, seed, block=None):
     left = ops.cast(_uniform_choice(ops.cast(left_valid, "float32"), seed), "int32")
     in_rows = (rows[None, :] >= top[:, None]) & (rows[None, :] < (top + h)[:, None])  # [B, H]
     in_cols = (cols[None, :] >= left[:, None]) & (cols[None, :] < (left + w)[:, None])  # [B, W]
-    occluded = in_rows[:, :, None] & in_cols[:, None, :]
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def occlusion_masks(batch, height, width, seed, block=None):
+    """Masks ``[batch, height, width, 1]``, 1 = visible, 0 = occluded, one rectangle each (see the module
+    docstring for the distribution).  ``seed`` is a ``keras.random.SeedGenerator`` (or an int).
+
+    The guaranteed visible band runs along the rows for half of the images (drawn at random) and along the
+    columns for the other half, so the distribution does not favour one orientation."""
+    block = check_image_size(height, width, block)
+    along_rows = _rectangles_beside_a_row_band(batch, height, width, block, seed)
+    along_cols = ops.transpose(_rectangles_beside_a_row_band(batch, width, height, block, seed), (0, 2, 1))
+    by_rows = keras.random.uniform((batch, 1, 1), seed=seed) < 0.5
+    occluded = ops.where(by_rows, along_rows, along_cols)
     return ops.expand_dims(1.0 - ops.cast(occluded, "float32"), -1)
 
 

@@ -35,12 +35,13 @@ def _inputs(tmp_path):
     np.save(tmp_path / "prior.npy", rng.uniform(0, 1, (6, 8)).astype("float32"))
 
 
-# Full eq. 8 (global + local + prior with its gradient penalty) under SGD, where a weight's change is
+# Full eq. 8 (global + local + prior with its gradient penalty, plus the absolute coordinate task of Sec. 4.3,
+# which draws no random numbers) under SGD, where a weight's change is
 # its gradient times the rate, so the weights compare the gradients themselves; and the paper's
 # DIM(L) + prior under Adam for two steps (moments, bias correction, both optimizers' counters).
 CASES = {
     "eq8_sgd": {"alpha": 0.5, "beta": 1.0, "gamma": 0.1, "estimator": "jsd", "prior_gradient_penalty": 1.0,
-                "optimizer": "sgd", "steps": 1},
+                "coordinate_prediction": "absolute", "optimizer": "sgd", "steps": 1},
     "dim_l_adam": {"alpha": 0.0, "beta": 1.0, "gamma": 0.1, "estimator": "infonce", "optimizer": "adam",
                    "steps": 2, "score_scale": 0.25, "score_penalty": 0.05, "score_clip": 20.0},
 }

@@ -30,6 +30,13 @@ def test_every_mask_keeps_one_block_visible_and_one_occluded(side, count):
     assert set(np.unique(masks)) == {0.0, 1.0}
     for mask in masks[..., 0]:
         assert _has_block(mask == 1, block) and _has_block(mask == 0, block)
+    # No favoured orientation: the guaranteed visible band runs along the rows or along the columns.
+    def band(mask, axis):  # a band of `block` fully visible full rows (axis=1) or full columns (axis=0)
+        lines = (mask == 1).all(axis=axis)
+        return _has_block(np.broadcast_to(lines, (block, lines.size)), block)
+    rows = np.mean([band(m[..., 0], 1) for m in masks])
+    cols = np.mean([band(m[..., 0], 0) for m in masks])
+    assert 0.4 < rows < 1 and 0.4 < cols < 1, (rows, cols)
     # Not one fixed pattern: the occluded fraction varies from image to image.
     assert np.unique(masks.mean(axis=(1, 2, 3))).size > 20
 
@@ -37,7 +44,8 @@ def test_every_mask_keeps_one_block_visible_and_one_occluded(side, count):
 def test_occlusion_refuses_images_too_small_for_two_blocks():
     with pytest.raises(ValueError, match="at least 6 x 6 pixels"):
         occlusion.occlusion_masks(2, 5, 5, seed=0, block=3)
-    assert occlusion.check_image_size(8, 8) == 2  # round(10 * 8 / 32)
+    assert occlusion.check_image_size(8, 8) == 3  # 10 * 8 / 32 = 2.5, halves rounded up
+    assert occlusion.occlusion_block(40, 40) == 13  # 12.5
 
 
 def _tiny_model(**kwargs):
@@ -145,3 +153,20 @@ def test_dim_trains_with_occlusion_and_both_coordinate_tasks(tmp_path):
     np.testing.assert_array_equal(_numpy(restored(images[:2])["y"]), _numpy(model(images[:2])["y"]))
     with pytest.raises(ValueError, match="unknown coordinate_prediction"):
         _tiny_model(coordinate_prediction="diagonal")
+
+
+def test_the_occluded_pass_leaves_the_moving_statistics_to_the_whole_images():
+    """Batch norm's moving statistics (what exports and probes normalise with) move exactly as in a run
+    without occlusion: the occluded pass uses its batch statistics but does not update them."""
+    images = (np.random.default_rng(1).random((8, 32, 32, 3)) * 255).astype("uint8")
+    statistics = []
+    for occluded in (False, True):
+        keras.utils.set_random_seed(0)
+        model = _tiny_model(occlusion=occluded, gamma=0.0, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(0.0))  # only the statistics can move
+        before = [np.array(v.numpy()) for v in model.encoder.non_trainable_variables]
+        model.train_on_batch(images)
+        statistics.append([np.array(v.numpy()) for v in model.encoder.non_trainable_variables])
+    assert any(not np.array_equal(b, a) for b, a in zip(before, statistics[0]))  # the step moved them
+    for whole, with_occlusion in zip(*statistics):
+        np.testing.assert_allclose(with_occlusion, whole, rtol=1e-6, atol=1e-7)
