@@ -191,7 +191,8 @@ class ArrayEpochCheckpoint(keras.callbacks.Callback):
         return self.epochs_done
 
     def restore(self):
-        """Restores the newest checkpoint; returns the epochs already done."""
+        """Restores the newest checkpoint; returns the epochs already done.  A checkpoint of another model (its
+        variables differ in number or shapes) is a one-line UsageError, and nothing is assigned."""
         path = self.latest
         if path is None:
             return 0
@@ -202,7 +203,8 @@ class ArrayEpochCheckpoint(keras.callbacks.Callback):
             if [shape for _, shape in found] != [shape for _, shape in wanted]:
                 mismatch = next((f"{a[0]} {a[1]} vs saved {b[0]} {b[1]}" for a, b in zip(found, wanted)
                                  if a[1] != b[1]), f"{len(found)} variables vs {len(wanted)} saved")
-                raise ValueError(f"{path} does not hold this model's training state ({mismatch})")
+                raise UsageError(f"{path} does not hold this model's training state ({mismatch}): resume it with "
+                                 "the settings that wrote it or start a new --output_dir")
             for position, variable in enumerate(self._state):
                 variable.assign(saved[str(position)])
             self.epochs_done = int(manifest["epochs_done"])

@@ -314,7 +314,8 @@ class TrainConfig:
                            choices=(0, 1, 2))
 
     # What a resumed run may change: how long, where and how it runs.  Every other setting defines the
-    # model, the data or the objective, and a resumed run keeps the one in its config.json.
+    # model, the data or the objective, and a resumed run keeps the one in its config.json.  (mixed_precision
+    # only between off and bfloat16: float16's optimizers hold other state, see check_resumable.)
     RESUMABLE: typing.ClassVar[tuple] = (
         "data_dir", "download", "epochs", "steps_per_epoch", "output_dir", "resume", "jit_compile", "strategy",
         "synchronized_bn", "mixed_precision", "probe", "probe_max_train", "verbose", "keep_checkpoints",
@@ -440,6 +441,13 @@ def check_resumable(saved, config):
             raise UsageError(f"--{name}={new} differs from the run's {name}={old} ({RUN_CONFIG}), and its cosine "
                              f"learning-rate decay is laid out over the run's epochs x steps: drop --{name} or "
                              "start a new --output_dir")
+        if name == "mixed_precision" and "float16" in (old, new):
+            # Under float16 Keras wraps each optimizer in a LossScaleOptimizer, whose state (the loss scale and
+            # its step counter) the other precisions' optimizers do not have: the checkpoint cannot be restored.
+            raise UsageError(f"--mixed_precision={new} differs from the run's mixed_precision={old} ({RUN_CONFIG}), "
+                             "and float16's optimizers keep a loss scale the other precisions' do not: resume "
+                             f"with mixed_precision={old}, switch only between off and bfloat16, or start a new "
+                             "--output_dir")
         if name not in TrainConfig.RESUMABLE:
             raise UsageError(f"--{name}={new} differs from the run's {name}={old} ({RUN_CONFIG}); a resumed run keeps "
                              f"what defines its model, data and objective: drop --{name} or start a new --output_dir")

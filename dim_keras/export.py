@@ -25,6 +25,7 @@ TensorFlow-trained encoder, so every export is the same graph of TensorFlow
 ops whichever backend trained it.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -139,6 +140,19 @@ def feature_difference(expected, served):
     return worst / scale
 
 
+def _full_float32_matmuls():
+    """A context in which this backend's matmuls and convolutions compute in full float32.
+
+    On NVIDIA GPUs JAX's default precision rounds the inputs of float32 matmuls and convolutions to
+    TF32 (10-bit mantissa: errors near 1e-3, jax.default_matmul_precision), while the export's
+    TensorFlow child runs on CPU in float32: features compared at 1e-4 must then both be float32's.
+    Free on CPU, where JAX always computes in float32."""
+    if keras.backend.backend() == "jax":
+        import jax
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
+
+
 def _export_in_tensorflow_process(encoder, path):
     """:func:`export_encoder` from a non-TensorFlow backend: the same SavedModel, written by TensorFlow.
 
@@ -152,7 +166,8 @@ def _export_in_tensorflow_process(encoder, path):
     process may hold the accelerator's memory.  Atomic like every export.
     """
     images = check_images(tuple(encoder.input_shape[1:]))
-    expected = encoder_features(encoder, images)
+    with _full_float32_matmuls():  # the child computes in full float32, on CPU
+        expected = encoder_features(encoder, images)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this dim_keras, not another install
     env = dict(os.environ, KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="-1",
                PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))

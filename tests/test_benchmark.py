@@ -405,3 +405,14 @@ def test_the_benchmark_builds_the_model_train_builds_with_every_setting():
     for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip"):
         assert built[name] == recipe[name], name
     assert model.encoder.output["y"].shape[-1] == 8
+    # The settings of Sec. 4.2 / App. A.3 on the folded encoder: multiple globals (its 7x7 crop grid), a ResNet-18
+    # crop network (2 + 2 + 2 + 2 residual blocks), K = 3 negatives of a batch of 8 (so not "all 7 others").
+    config = TrainConfig(batch_size=8, embedding_dim=16, y_dim=8, encoder="folded", crop_encoder="resnet18",
+                         num_globals=2, negatives=3, seed=7)
+    model = model_setup.build_model(config, (32, 32, 3), steps_per_epoch=10)
+    built = model.get_config()
+    assert (built["num_globals"], built["negatives"]) == (2, 3)
+    names = [layer.name for layer in model.encoder.layers]
+    assert sum(name.startswith("crop_stage") and name.endswith("_add") for name in names) == 8
+    assert "crop_conv1" not in names  # not the default conv crop network
+    assert model.encoder.output["local"].shape[1:3] == (7, 7)

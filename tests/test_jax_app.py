@@ -18,6 +18,8 @@ import pytest
 
 from dim_keras.callbacks import ArrayEpochCheckpoint, checkpoint_backend, training_state
 
+from app_testing import assert_usage_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = [sys.executable, os.path.join(ROOT, "apps", "train.py")]
 # Small and fast: 2 steps of 16 digits per epoch; no probe or monitor (tests/test_train_app.py covers them).
@@ -72,16 +74,6 @@ def run_jax(args, devices=1, timeout=300):
 def run_tensorflow(args, timeout=300):
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     return subprocess.run(TRAIN + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-
-
-def assert_usage_error(result, *fragments):
-    """Exactly one line on stderr, ``train.py: error: ...``, exit code 2."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("train.py: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def metrics(out):
@@ -178,6 +170,9 @@ def test_jax_mirrored_is_data_parallel_over_two_devices_with_the_one_device_loss
     result = run_jax(QUICK + ["--epochs=1", "--strategy=mirrored", f"--output_dir={out}"], devices=2)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "keras.distribution.DataParallel over 2 devices" in result.stdout
+    # Not a DataParallel in name only: every variable of the training state (weights, optimizers' slots, seed
+    # states) is a JAX array whose sharding spans both devices (KerasDistribution.layout).
+    assert "each lie on 2 of the 2 devices" in result.stdout, result.stdout[-2000:]
     assert json.loads((out / "config.json").read_text())["resolved"]["devices"] == 2
     assert (out / "encoder" / "saved_model.pb").exists()
     # One SPMD program over the global batch (docs/DISTRIBUTED.md): the same losses as one device, up to the
@@ -251,7 +246,8 @@ def test_array_checkpoint_keeps_n_skips_non_finite_epochs_and_restores_the_whole
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
     other.compile(optimizer="adam", loss="mse")
     other.optimizer.build(other.trainable_variables)
-    with pytest.raises(ValueError, match="does not hold this model's training state"):
+    from dim_keras.errors import UsageError
+    with pytest.raises(UsageError, match="does not hold this model's training state"):
         ArrayEpochCheckpoint(directory).attach(other).restore()
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from app_testing import assert_usage_error
 from official_formats import WITHOUT_TENSORFLOW, write_cifar10, write_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,16 +27,6 @@ def run(args, timeout=600):
 def run_without_tensorflow(app, args):
     return subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, os.path.join(ROOT, *app)] + args,
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
-
-
-def assert_usage_error(result, *fragments):
-    """Exactly one line on stderr, ``train.py: error: ...``, exit code 2."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("train.py: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -157,15 +148,39 @@ def test_resume_keeps_the_runs_settings_and_refuses_a_changed_model(tmp_path):
     for flag in ("--estimator=dv", "--local_critic=concat", "--embedding_dim=64", "--dataset=cifar10"):
         result = run_without_tensorflow(("apps", "train.py"), ["--resume", f"--output_dir={out}", flag])
         assert_usage_error(result, f"{flag} differs from the run's", "drop")
+    # float16 wraps the optimizers in a LossScaleOptimizer (other state): off -> float16 is refused.
+    result = run_without_tensorflow(("apps", "train.py"), ["--resume", f"--output_dir={out}",
+                                                           "--mixed_precision=float16"])
+    assert_usage_error(result, "--mixed_precision=float16 differs from the run's mixed_precision=off", "loss scale")
     assert _files_of(out) == before  # refused before anything was written
     # Only the flags given change; the others come from config.json (embedding_dim=32, y_dim=16, ...).
-    result = run(["--resume", f"--output_dir={out}", "--epochs=2"])
+    # off -> bfloat16 keeps the optimizers' state (float32 variables either way): it resumes.
+    result = run(["--resume", f"--output_dir={out}", "--epochs=2", "--mixed_precision=bfloat16"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1, 2]
     saved = json.loads((out / "config.json").read_text())
     assert (saved["epochs"], saved["embedding_dim"], saved["estimator"]) == (2, 32, "jsd")
     assert saved["resolved"]["encoder"] == "dcgan"  # "auto" on 32x32 digits
-    assert [entry["changed"] for entry in saved["history"]] == [{}, {"epochs": {"from": 1, "to": 2}}]
+    assert [entry["changed"] for entry in saved["history"]] == [
+        {}, {"epochs": {"from": 1, "to": 2}, "mixed_precision": {"from": "off", "to": "bfloat16"}}]
+    # and bfloat16 -> float16 is refused as well.
+    result = run_without_tensorflow(("apps", "train.py"), ["--resume", f"--output_dir={out}", "--epochs=3",
+                                                           "--mixed_precision=float16"])
+    assert_usage_error(result, "--mixed_precision=float16 differs from the run's mixed_precision=bfloat16")
+
+
+@pytest.mark.parametrize("saved,new,allowed", [("off", "bfloat16", True), ("bfloat16", "off", True),
+                                               ("off", "float16", False), ("float16", "off", False),
+                                               ("float16", "bfloat16", False), ("bfloat16", "float16", False)])
+def test_a_resume_may_switch_precision_only_between_off_and_bfloat16(saved, new, allowed):
+    from dim_keras.config import TrainConfig, check_resumable
+    from dim_keras.errors import UsageError
+    old_config, new_config = TrainConfig(mixed_precision=saved), TrainConfig(mixed_precision=new, resume=True)
+    if allowed:
+        check_resumable(old_config, new_config)
+    else:
+        with pytest.raises(UsageError, match=f"--mixed_precision={new} differs .* mixed_precision={saved}.*loss scale"):
+            check_resumable(old_config, new_config)
 
 
 @pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"),
@@ -192,3 +207,15 @@ def test_interrupt_saves_the_state_says_how_to_continue_and_resume_completes(tmp
     assert resumed_after in (done - 1, done)  # the checkpoint never runs ahead of metrics.json
     assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == list(range(1, done + 2))
     assert (out / "encoder" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize("method,label", [("dim", "DIM"), ("cpc", "CPC")])
+def test_the_probe_table_labels_the_trained_columns_by_method(method, label):
+    from dim_keras.runs.train import SCARCE_LABELS_PER_CLASS, probe_table
+    scarce = f"{SCARCE_LABELS_PER_CLASS}_labels_per_class"
+    probe = {"random_init": {"y": {"all_labels": 0.1, scarce: 0.1}},
+             "trained": {"y": {"all_labels": 0.5, scarce: 0.25}}}
+    header, _, row = probe_table(probe, method).splitlines()
+    assert header == (f"| features | random init | {label} | random init, {SCARCE_LABELS_PER_CLASS} labels/class | "
+                      f"{label}, {SCARCE_LABELS_PER_CLASS} labels/class |")
+    assert row == "| y | 10.00 % | 50.00 % | 10.00 % | 25.00 % |"

@@ -71,6 +71,14 @@ class KerasDistribution:
     def scope(self):
         return contextlib.nullcontext()
 
+    def layout(self, variables):
+        """One line saying on how many devices each of ``variables`` lies (a JAX array's
+        ``sharding.device_set``): the fewest and the most.  DataParallel replicates every variable on
+        each device, so both are the device count; a variable left on one device would show as 1."""
+        counts = [len(variable.value.sharding.device_set) for variable in variables]
+        spread = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
+        return f"the training state's {len(counts)} variables each lie on {spread} of the {len(self.devices)} devices"
+
     def __str__(self):
         if self.distribution is None:
             return f"{keras.backend.backend()} backend on one device ({self.devices[0]})"
@@ -100,6 +108,16 @@ def _keras_distribution(name):
     return KerasDistribution(devices[:1])
 
 
+def _keep_tensorflow_off_the_gpus():
+    """On another backend TensorFlow only runs the tf.data input pipeline (and the probe's SavedModel, on
+    CPU): hide the GPUs from it before its runtime starts, or it would reserve most of each GPU's memory
+    for itself (TensorFlow's default allocator) beside the backend that trains on them."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's runtime already started in this process: its devices are fixed now
+        pass
+
+
 def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_S):
     """The tf.distribute strategy ``name``: create it before anything else initialises TensorFlow.
 
@@ -108,6 +126,7 @@ def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT_S):
     is a :class:`KerasDistribution` instead (:func:`_keras_distribution`).
     """
     if keras.backend.backend() != "tensorflow":
+        _keep_tensorflow_off_the_gpus()
         return _keras_distribution(name)
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -435,11 +454,13 @@ def probe_monitor(config, probe_data):
     return callbacks_lib.ProbeMonitor(*monitor_data(probe_data, config.monitor_examples), every)
 
 
-def probe_table(probe):
-    """Markdown table of ``{"random_init": linear_probe(...), "trained": linear_probe(...)}``."""
+def probe_table(probe, method="dim"):
+    """Markdown table of ``{"random_init": linear_probe(...), "trained": linear_probe(...)}``; the trained
+    columns are labelled by ``method`` (``--method``: DIM or CPC)."""
     scarce = f"{SCARCE_LABELS_PER_CLASS}_labels_per_class"
-    lines = ["| features | random init | DIM | random init, "
-             f"{SCARCE_LABELS_PER_CLASS} labels/class | DIM, {SCARCE_LABELS_PER_CLASS} labels/class |",
+    trained = method.upper()
+    lines = [f"| features | random init | {trained} | random init, "
+             f"{SCARCE_LABELS_PER_CLASS} labels/class | {trained}, {SCARCE_LABELS_PER_CLASS} labels/class |",
              "|---|---|---|---|---|"]
     for name in probe["trained"]:
         cells = [probe[which][name][column] for column in ("all_labels", scarce)
@@ -543,6 +564,8 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
         initial_epoch = _restore_epoch(checkpoint, resume_after)
     if config.resume:
         log(f"resuming {config.output_dir} after epoch {initial_epoch}")
+    if config.verbose and isinstance(strategy, KerasDistribution) and strategy.distribution is not None:
+        log(strategy.layout(callbacks_lib.training_state(model)))  # where the distribution put the state
 
     # Seeded per resumed epoch so a resumed run does not replay epoch 1's order.
     data = pretraining_dataset(config, split, defaults, input_shape, config.seed + initial_epoch,
@@ -618,7 +641,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
               "skipped_images": skipped.as_dict()}
     if config.probe and probe_data is not None:
         probe = {"random_init": random_init_probe, "trained": linear_probe(load_encoder(encoder_path), probe_data)}
-        log(probe_table(probe))
+        log(probe_table(probe, config.method))
         io.write_json(os.path.join(config.output_dir, "probe.json"), probe)
         result["probe"] = probe
     if skipped.count:  # at the end: training and the probe have read every split they use
