@@ -18,6 +18,7 @@ import dim_keras as dk
 from dim_keras import encoders, local_blocks
 from backend_testing import to_numpy
 from official_formats import WITHOUT_TENSORFLOW, write_folder
+from app_testing import assert_usage_error
 
 backends = pytest.mark.backends
 
@@ -228,12 +229,6 @@ def _run_train(args, without_tensorflow=False):
     return subprocess.run(command + args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
 
 
-def _assert_usage_error(result, fragment):
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("train.py: error: ") and fragment in lines[0], result.stderr
-
-
 def test_train_app_folded_encoder_with_multiple_globals(tmp_path):
     out = tmp_path / "run"
     result = _run_train(QUICK + ["--encoder=folded", "--num_globals=2", "--epochs=1", f"--output_dir={out}"])
@@ -254,14 +249,14 @@ def test_train_app_folded_encoder_with_multiple_globals(tmp_path):
     (["--num_globals=2", "--alpha=1", "--beta=0"], "--num_globals needs the local MI term"),
 ])
 def test_bad_values_exit_2_with_one_line_before_tensorflow(args, fragment):
-    _assert_usage_error(_run_train(args, without_tensorflow=True), fragment)
+    assert_usage_error(_run_train(args, without_tensorflow=True), fragment)
 
 
 def test_images_too_small_for_the_folded_encoder_or_multiple_globals(tmp_path):
     write_folder(str(tmp_path / "images"), np.random.default_rng(0), n_per_class=10, size=(8, 8))
     data = ["--dataset=folder", f"--data_dir={tmp_path / 'images'}", "--batch_size=4"]
     result = _run_train(QUICK + data + ["--encoder=folded", f"--output_dir={tmp_path / 'a'}"])
-    _assert_usage_error(result, "the folded encoder needs sides that are multiples of 8 and >= 32")
+    assert_usage_error(result, "the folded encoder needs sides that are multiples of 8 and >= 32")
     # A ResNet's stage 3 on 8x8 images is a 2x2 map: no 3x3 block.
     result = _run_train(QUICK + data + ["--encoder=resnet18", "--num_globals=1", f"--output_dir={tmp_path / 'b'}"])
-    _assert_usage_error(result, "--num_globals with the resnet18 encoder")
+    assert_usage_error(result, "--num_globals with the resnet18 encoder")
