@@ -70,8 +70,9 @@ def _summary(full, occluded, occlusion):
 def _plot(path, images, occluded_images, full, occluded, count):
     plt = figures.pyplot()
     top = max(full[:count].max(), occluded[:count].max())
-    figure, axes = plt.subplots(count, 4, figsize=(7.2, 1.9 * count), squeeze=False)
-    with figures.drawing(figure, path):
+    figure, axes = plt.subplots(count, 4, figsize=(7.6, 1.9 * count), squeeze=False)
+    with figures.drawing(figure, path, tight=False):
+        figure.subplots_adjust(left=0.02, right=0.86, top=0.95, bottom=0.02, wspace=0.08, hspace=0.12)
         for row in range(count):
             panels = ((images[row], "input for Y: whole"), (full[row], "NCE loss per location"),
                       (occluded_images[row], "input for Y: occluded"), (occluded[row], "NCE loss per location"))
@@ -83,7 +84,7 @@ def _plot(path, images, occluded_images, full, occluded, count):
                 axis.set_xticks([]), axis.set_yticks([])
                 if row == 0:
                     axis.set_title(title, fontsize=8)
-        figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.6, label="nats")
+        figure.colorbar(shown, cax=figure.add_axes([0.89, 0.2, 0.025, 0.6]), label="nats")
 
 
 def local_maps(config, log=print):
