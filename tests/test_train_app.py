@@ -188,8 +188,11 @@ def test_a_resume_may_switch_precision_only_between_off_and_bfloat16(saved, new,
 def test_interrupt_saves_the_state_says_how_to_continue_and_resume_completes(tmp_path, signum, code, word):
     out = tmp_path / "run"
     args = QUICK + ["--noprobe", f"--output_dir={out}"]
+    # The app is started with SIGINT at its default disposition, as from a terminal: a process started in the
+    # background by a non-interactive shell (e.g. `bash .ci/run &`) inherits SIGINT *ignored*, and Python then
+    # installs no KeyboardInterrupt handler, so Ctrl-C would never reach the app.
     proc = subprocess.Popen(TRAIN + args + ["--epochs=1000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT)
+                            text=True, cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_checkpoint(out, proc, epochs=1)
         proc.send_signal(signum)
