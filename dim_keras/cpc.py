@@ -54,7 +54,7 @@ from dim_keras import critics as critics_lib
 from dim_keras import encoders as _encoders  # noqa: F401  registers the folded encoder's layers
 from dim_keras import estimators as estimators_lib
 from dim_keras.models import (_images_of, _reducible_across_workers, _run_unless_batch_of_one, _scope_values,
-                              as_unit_floats, default_optimizer)
+                              _with_replaced, as_unit_floats, default_optimizer, stateless_test_step)
 
 # DIM Sec. 4.2: "a total of 3 such networks ... the next 3 rows".
 PREDICTION_STEPS = 3
@@ -324,9 +324,7 @@ class ContrastivePredictiveCoding(keras.Model):
         positions = [position[id(v)] for v in self.representation_variables]
 
         def objective(values, non_trainable_values):
-            current = list(trainable)
-            for k, value in zip(positions, values):
-                current[k] = value
+            current = _with_replaced(trainable, positions, values)
             mapping = (list(zip(self.trainable_variables, current))
                        + list(zip(self.non_trainable_variables, non_trainable_values))
                        + list(zip(self.optimizer.variables, optimizer_values)))  # a loss-scale optimizer's state
@@ -339,25 +337,12 @@ class ContrastivePredictiveCoding(keras.Model):
         (_, (loss, bounds, non_trainable)), grads = jax.value_and_grad(objective, has_aux=True)(
             values, non_trainable)
         values, optimizer_values = self.optimizer.stateless_apply(optimizer_values, grads, values)
-        trainable = list(trainable)
-        for k, value in zip(positions, values):
-            trainable[k] = value
+        trainable = _with_replaced(trainable, positions, values)
         logs, metric_values = self._jax_metrics(metric_values, loss, bounds)
         return logs, (trainable, non_trainable, optimizer_values, metric_values)
 
     def _jax_test_step(self, state, data):
-        trainable, non_trainable, metric_values = state
-        images = as_unit_floats(_images_of(data))
-        if images.shape[0] < 2:
-            logs, _ = self._jax_metrics(metric_values)
-            return logs, state
-        mapping = (list(zip(self.trainable_variables, trainable))
-                   + list(zip(self.non_trainable_variables, non_trainable)))
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            loss, bounds = self.objective(images, training=False)
-        non_trainable = _scope_values(scope, self.non_trainable_variables, non_trainable)
-        logs, metric_values = self._jax_metrics(metric_values, loss, bounds)
-        return logs, (trainable, non_trainable, metric_values)
+        return stateless_test_step(self, state, data)
 
 
 def _shape0(x):

@@ -260,6 +260,27 @@ def _with_replaced(values, positions, replacements):
     return values
 
 
+def stateless_test_step(model, state, data):
+    """The JAX test step of a model whose TensorFlow test step is ``model._evaluate_on(images)`` (as
+    :class:`DeepInfoMax` and :class:`dim_keras.cpc.ContrastivePredictiveCoding`): that very method, run in
+    one ``StatelessScope`` over every variable it reads or moves (seed state, metrics).  A batch of fewer
+    than 2 images returns the state untouched (shapes are static under jit); ``model._jax_metrics`` gives
+    the logs."""
+    trainable, non_trainable, metric_values = state
+    images = as_unit_floats(_images_of(data))
+    if images.shape[0] < 2:
+        logs, _ = model._jax_metrics(metric_values)
+        return logs, state
+    state_mapping = (list(zip(model.trainable_variables, trainable))
+                     + list(zip(model.non_trainable_variables, non_trainable))
+                     + list(zip(model.metrics_variables, metric_values)))
+    with keras.StatelessScope(state_mapping=state_mapping) as scope:
+        model._evaluate_on(images)
+        logs = model._logs()
+    return logs, (trainable, _scope_values(scope, model.non_trainable_variables, non_trainable),
+                  _scope_values(scope, model.metrics_variables, metric_values))
+
+
 @keras.saving.register_keras_serializable(package="dim_keras")
 class DeepInfoMax(keras.Model):
     """Deep InfoMax: ``alpha * global MI + beta * local MI - gamma * prior divergence``.
@@ -873,18 +894,4 @@ class DeepInfoMax(keras.Model):
         return logs, (trainable, non_trainable, list(opt_values) + list(d_opt_values), metric_values)
 
     def _jax_test_step(self, state, data):
-        """The stateless JAX counterpart of the TensorFlow test step: ``_evaluate_on`` itself, run in one
-        ``StatelessScope`` over every variable it reads or moves (seed state, metrics)."""
-        trainable, non_trainable, metric_values = state
-        images = as_unit_floats(_images_of(data))
-        if images.shape[0] < 2:
-            logs, _ = self._jax_metrics(metric_values)
-            return logs, state
-        state_mapping = (list(zip(self.trainable_variables, trainable))
-                         + list(zip(self.non_trainable_variables, non_trainable))
-                         + list(zip(self.metrics_variables, metric_values)))
-        with keras.StatelessScope(state_mapping=state_mapping) as scope:
-            self._evaluate_on(images)
-            logs = self._logs()
-        return logs, (trainable, _scope_values(scope, self.non_trainable_variables, non_trainable),
-                      _scope_values(scope, self.metrics_variables, metric_values))
+        return stateless_test_step(self, state, data)
