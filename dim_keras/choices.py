@@ -46,7 +46,10 @@ CROP_ENCODERS = ("conv", "resnet18", "resnet50")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # apps/train.py --method: dim (dim_keras.models.DeepInfoMax) or cpc (dim_keras.cpc, DIM Sec. 4.2 / Table 3's
 # CPC baseline); the comparison models of the baselines issue join this list.
-METHODS = ("dim", "cpc")
+# --method: DIM, the Sec. 4.2 CPC baseline, and the comparison models of issue 15 (dim_keras.baselines).
+METHODS = ("dim", "cpc", "mim", "vae", "beta_vae", "ae", "aae", "bigan", "nat")
+# The methods of dim_keras.baselines (everything but DIM's objective and CPC).
+BASELINE_METHODS = ("mim", "vae", "beta_vae", "ae", "aae", "bigan", "nat")
 # Coordinate-prediction tasks of DIM Sec. 4.3 / App. A.7 (both: Table 5's "coord" runs use both).
 COORDINATE_TASKS = ("none", "absolute", "relative", "both")
 PRECISIONS = ("off", "float16", "bfloat16")

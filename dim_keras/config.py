@@ -199,12 +199,17 @@ class TrainConfig:
                              choices=choices.STREAMING_MODES)
     strict: bool = setting(False, "Stop at the first image file that cannot be read, instead of skipping "
                            "unreadable files (counted, and the first few named, at the end).")
-    method: str = setting("dim", "What to train: dim (Deep InfoMax, eq. 8) or cpc (Contrastive Predictive Coding "
+    method: str = setting("dim", "What to train: dim (Deep InfoMax, eq. 8); cpc (Contrastive Predictive Coding "
                           "on the encoder's local grid, DIM Sec. 4.2 / Table 3's baseline, dim_keras.cpc: a row GRU "
                           "summary predicts the local features 1, 2 and 3 rows below in each column with infoNCE "
-                          "and encode-and-dot critics; use --encoder=folded for the paper's 7x7 grid). cpc refuses "
-                          "DIM's objective flags (--alpha, --beta, --gamma, --prior, --estimator other than "
-                          "infonce, ...); the encoder, data, optimizer and run flags apply to both.",
+                          "and encode-and-dot critics; use --encoder=folded for the paper's 7x7 grid); or one of "
+                          "the comparison models of DIM's Tables 1, 2 and 4 and MIM (dim_keras.baselines): mim "
+                          "(Mutual Information Machine, A-MIM), vae, beta_vae (--vae_beta), ae, aae (adversarial "
+                          "auto-encoder), bigan (with a deterministic encoder), nat (Noise As Targets, "
+                          "--nat_reassign_every). Every method refuses DIM's objective flags (--alpha, --beta, "
+                          "--gamma, --prior, --estimator, ...); the encoder, data, optimizer and run flags apply to "
+                          "all, and every method exports the same encoder signature (Y: the latent mean of the "
+                          "probabilistic ones).",
                           choices=choices.METHODS)
     alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
     beta: float = setting(1.0, "Weight of the local MI term (eq. 8). DIM(L): 1, DIM(G): 0.", minimum=0.0)
@@ -274,6 +279,12 @@ class TrainConfig:
                                "--encoder=folded) through one shared network, each scored against all local "
                                "features by the one local critic; 0: the single global Y. Needs --beta > 0 and a "
                                "local grid of at least 3x3.", minimum=0)
+    vae_beta: float = setting(4.0, "--method=beta_vae: the weight of the ELBO's KL term (Higgins et al. 2017, "
+                              "beta > 1 trades reconstruction for a factorised code; --method=vae is beta = 1).",
+                              above=0.0)
+    nat_reassign_every: int = setting(3, "--method=nat: re-assign the noise targets within each batch (Hungarian "
+                                      "algorithm) every this many epochs; between them the assignment is kept "
+                                      "(Bojanowski & Joulin 2017).", minimum=1)
     epochs: int = setting(None, "Epochs (default: 1000 for CIFAR, 200 for the other datasets as in the paper, "
                           "5 for digits).", minimum=1)
     batch_size: int = setting(64, "Global batch size (64 in the paper); >= 2, since the negatives of an "
@@ -327,19 +338,35 @@ class TrainConfig:
         "alpha", "beta", "gamma", "prior", "prior_gradient_penalty", "local_critic", "local_samples", "negatives",
         "occlusion", "coordinate_prediction", "coordinate_weight", "num_globals", "score_penalty", "score_clip")
 
-    def _check_cpc(self):
+    # Settings of one method only: refused with any other unless at their defaults.
+    METHOD_SETTINGS: typing.ClassVar[dict] = {"vae_beta": ("beta_vae",), "nat_reassign_every": ("nat",)}
+
+    def _check_method(self):
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        for name, methods in self.METHOD_SETTINGS.items():
+            if self.method not in methods and getattr(self, name) != defaults[name]:
+                raise UsageError(f"--{name} is a setting of --method={'/'.join(methods)} and --method={self.method} "
+                                 f"has no use for it: drop --{name}")
+        if self.method == "dim":
+            return
+        objective = ("CPC's objective is fixed: infoNCE over 3 row offsets" if self.method == "cpc"
+                     else f"--method={self.method} has its own objective, dim_keras.baselines")
         for name in self.DIM_ONLY_SETTINGS:
             if getattr(self, name) != defaults[name]:
-                raise UsageError(f"--{name} is a setting of DIM's objective and --method=cpc has no use for it: "
-                                 f"drop --{name} (CPC's objective is fixed: infoNCE over 3 row offsets)")
-        if self.estimator not in (defaults["estimator"], "infonce"):
+                raise UsageError(f"--{name} is a setting of DIM's objective and --method={self.method} has no use "
+                                 f"for it: drop --{name} ({objective})")
+        if self.method == "cpc" and self.estimator not in (defaults["estimator"], "infonce"):
             raise UsageError(f"--estimator={self.estimator}: --method=cpc scores its predictions with infoNCE "
                              "(DIM Sec. 4.2): drop --estimator")
+        if self.method != "cpc" and self.estimator != defaults["estimator"]:
+            raise UsageError(f"--estimator={self.estimator} is a setting of DIM's objective and "
+                             f"--method={self.method} has no use for it: drop --estimator")
 
     def check(self):
-        if self.method == "cpc":
-            self._check_cpc()
+        self._check_method()
+        if self.method == "nat" and self.streaming == "on":
+            raise UsageError("--method=nat keeps one noise target per training image and indexes them in memory: "
+                             "drop --streaming=on")
         if self.alpha == 0 and self.beta == 0:
             raise UsageError("--alpha and --beta are both 0: there is no mutual information term to maximise")
         if self.num_globals and self.beta == 0:

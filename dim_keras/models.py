@@ -43,6 +43,14 @@ def _images_of(data):
     return data
 
 
+def _extra_of(data):
+    """The per-example tensors of a ``(x, ...)`` batch after its images (e.g. NAT's image indices); ``()``
+    for a bare ``x`` or a dict."""
+    if isinstance(data, (tuple, list)):
+        return tuple(data[1:])
+    return ()
+
+
 # x / 255 for every uint8 x, each an IEEE float32 division (numpy's).  Looking the quotients up is exact in
 # eager, graph and XLA code alike; a traced ``x / 255.0`` is rewritten to ``x * (1 / 255)``, 1 ulp off for
 # some x, so uint8 images would not train exactly like ``images / 255`` floats.
@@ -88,17 +96,17 @@ def _reducible_across_workers(logs):
     return logs
 
 
-def _check_batch_size(batch):
+def _check_batch_size(batch, model="DeepInfoMax",
+                      why="the negatives are the other images of the batch (section 3.1)"):
     """Raises for a static batch of fewer than 2 images."""
     if batch is not None and batch < 2:
-        raise ValueError(
-            f"DeepInfoMax needs at least 2 images per batch: the negatives are the "
-            f"other images of the batch (section 3.1), got a batch of {batch}")
+        raise ValueError(f"{model} needs at least 2 images per batch: {why}, got a batch of {batch}")
 
 
-def _run_unless_batch_of_one(step, images):
-    """Runs ``step(images)`` (a step that updates variables) unless the batch
-    has fewer than 2 images, where every MI bound is NaN (no negatives).
+def _run_unless_batch_of_one(step, images, *extra):
+    """Runs ``step(images, *extra)`` (a step that updates variables) unless the batch
+    has fewer than 2 images, where every MI bound is NaN (no negatives).  ``extra``:
+    more per-example tensors of the batch (e.g. NAT's image indices).
 
     A static batch of 0 or 1 raises ``ValueError`` at trace time.  A dynamic
     batch (``None``: ``fit``'s last, partial batch) goes through a cond, so a
@@ -113,7 +121,7 @@ def _run_unless_batch_of_one(step, images):
     batch = images.shape[0]
     if batch is not None:
         _check_batch_size(batch)
-        step(images)
+        step(images, *extra)
         return
     enough = ops.shape(images)[0] >= 2
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
@@ -121,18 +129,18 @@ def _run_unless_batch_of_one(step, images):
             "SUM", ops.cast(ops.logical_not(enough), "int32"))
         enough = ops.equal(short, 0)
     if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        ops.cond(enough, lambda: step(images), lambda: None)
+        ops.cond(enough, lambda: step(images, *extra), lambda: None)
         return
 
     # The optimizers' apply() calls merge_call, which a cond branch built in a
     # replica context cannot: build the cond in the cross-replica context and
     # run the step per replica inside it (as keras' LossScaleOptimizer does).
-    def cross_replica(distribution, enough, images):
+    def cross_replica(distribution, enough, images, *extra):
         ops.cond(distribution.experimental_local_results(enough)[0],
-                 lambda: distribution.extended.call_for_each_replica(step, args=(images,)),
+                 lambda: distribution.extended.call_for_each_replica(step, args=(images, *extra)),
                  lambda: None)
 
-    tf.distribute.get_replica_context().merge_call(cross_replica, args=(enough, images))
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(enough, images, *extra))
 
 
 def _with_input_gradient(fn, inputs):
@@ -281,8 +289,256 @@ def stateless_test_step(model, state, data):
                   _scope_values(scope, model.metrics_variables, metric_values))
 
 
+class TwoObjectiveModel(keras.Model):
+    """The training machinery of a representation learner with one or two backend-free objectives:
+    :class:`DeepInfoMax` (eq. 8 and its prior discriminator) and the comparison models of
+    :mod:`dim_keras.baselines` (VAE, MIM, AAE, BiGAN, NAT, ...).
+
+    A step minimises the *representation* objective over :attr:`representation_variables` with
+    ``model.optimizer`` and then, when :attr:`discriminator_variables` is not empty, the *discriminator*
+    objective over those with ``model.discriminator_optimizer``, from the same forward pass (the
+    discriminator's inputs, ``aux``, come out of the representation objective, stop-gradient'ed by the
+    subclass); then the metrics.  The TensorFlow step (``_train_on``: ``tf.GradientTape``, tf.distribute)
+    and the stateless JAX step (``_jax_train_step``) are written once, here.  On JAX with a discriminator
+    ``model.optimizer`` is an :class:`_OptimizerPair` (Keras's JAX trainer threads only
+    ``model.optimizer.variables``); :meth:`representation_optimizer` is the first optimizer on both backends.
+
+    A subclass defines (all in ``keras.ops``):
+
+    - ``representation_variables`` (property) and, with an adversary, ``discriminator_variables``;
+    - ``_representation_objective(images, extra, training) -> (loss, terms, aux)``: ``extra`` is the
+      tuple of the batch's other per-example tensors (``(x, indices)`` batches give ``(indices,)``, as NAT
+      needs; empty in evaluation);
+    - ``_discriminator_objective(aux, training) -> (loss, d_terms)`` (with an adversary);
+    - ``_update_trackers(loss, terms, d_loss, d_terms)`` and the ``metrics`` property;
+    - ``_check_batch(batch)``: raises ``ValueError`` for a static batch the objective cannot take (default:
+      fewer than 2 images); a trailing batch of one in ``fit`` is skipped without touching any variable.
+
+    Images are uint8 (scaled by 1/255 exactly as the exported signature scales them) or floats in [0, 1].
+    """
+
+    # -------------------------------------------------------- subclass API
+    @property
+    def discriminator_variables(self):
+        """The adversary's variables (moved by ``discriminator_optimizer``); none by default."""
+        return []
+
+    def _discriminator_objective(self, aux, training):
+        raise NotImplementedError(f"{type(self).__name__} has no discriminator")
+
+    def _check_batch(self, batch):
+        _check_batch_size(batch, type(self).__name__, "batch statistics and in-batch negatives need two")
+
+    # ------------------------------------------------------------ Keras API
+    def call(self, inputs, training=False):
+        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``) of uint8 or [0, 1] float images."""
+        return self.encoder(as_unit_floats(inputs), training=training)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        """Keras' ``train_on_batch``; a batch of fewer than 2 images raises ``ValueError`` here already:
+        once traced for two batch sizes, Keras relaxes the batch dimension to ``None`` and ``train_step``
+        could only skip the batch."""
+        self._check_batch(_batch_size_of(x))
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        """Keras' ``test_on_batch``; raises like ``train_on_batch``."""
+        self._check_batch(_batch_size_of(x))
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def compile(self, optimizer=None, discriminator_optimizer=None, **kwargs):
+        """Compiles with one optimizer for the representation (``optimizer``) and, when the model has a
+        discriminator, one for it (``discriminator_optimizer``); both default to
+        :func:`default_optimizer`.  Accepts optimizer instances, names or configs."""
+        if isinstance(optimizer, _OptimizerPair):  # recompiling with a JAX model's own model.optimizer
+            discriminator_optimizer = discriminator_optimizer or optimizer.discriminator
+            optimizer = optimizer.representation
+        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else default_optimizer()
+        # The main optimizer goes to super().compile; otherwise Keras builds an
+        # unused default optimizer over every variable.
+        super().compile(optimizer=optimizer, **kwargs)
+        self.discriminator_optimizer = None
+        d_variables = self.discriminator_variables
+        if d_variables:
+            d_opt = (keras.optimizers.get(discriminator_optimizer)
+                     if discriminator_optimizer is not None else default_optimizer())
+            if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                    and not isinstance(d_opt, keras.optimizers.LossScaleOptimizer)):
+                d_opt = keras.optimizers.LossScaleOptimizer(d_opt)
+            self.discriminator_optimizer = d_opt
+            # Built inside the strategy scope (MirroredStrategy needs the slot
+            # variables of every optimizer created up front).
+            self.discriminator_optimizer.build(d_variables)
+        self.optimizer.build(self.representation_variables)
+        if keras.backend.backend() == "jax" and self.discriminator_optimizer is not None:
+            self.optimizer = _OptimizerPair(self.optimizer, self.discriminator_optimizer)
+
+    def representation_optimizer(self):
+        """The optimizer of the representation (``model.optimizer`` itself, except on JAX with a
+        discriminator, where ``model.optimizer`` is the pair of both; see ``_OptimizerPair``).
+        A method, not a property: Keras's saving walks a model's attributes and would store the JAX
+        pair's part a second time under the property's name."""
+        optimizer = getattr(self, "optimizer", None)
+        return optimizer.representation if isinstance(optimizer, _OptimizerPair) else optimizer
+
+    def get_compile_config(self):
+        if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
+            return None
+        config = {"optimizer": keras.saving.serialize_keras_object(self.representation_optimizer())}
+        if getattr(self, "discriminator_optimizer", None) is not None:
+            config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
+                self.discriminator_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        self.compile(
+            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
+            discriminator_optimizer=(
+                keras.saving.deserialize_keras_object(config["discriminator_optimizer"])
+                if "discriminator_optimizer" in config else None),
+        )
+
+    def _logs(self):
+        return {m.name: m.result() for m in self.metrics}
+
+    # ------------------------------------------------- the TensorFlow step
+    def _train_on(self, images, *extra):
+        """The TensorFlow step on a batch of >= 2 images: the representation's update, then the
+        discriminator's, then the metrics."""
+        import tensorflow as tf
+
+        # Gradients are summed over replicas under tf.distribute: scale the
+        # per-replica mean so the update matches one device on the global batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.representation_variables
+        with tf.GradientTape() as tape:
+            loss, terms, aux = self._representation_objective(images, extra, training=True)
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+
+        d_loss = d_terms = None
+        d_variables = self.discriminator_variables
+        if d_variables:
+            with tf.GradientTape() as d_tape:
+                d_loss, d_terms = self._discriminator_objective(aux, training=True)
+                d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
+            d_grads = d_tape.gradient(d_scaled, d_variables)
+            self.discriminator_optimizer.apply(d_grads, d_variables)
+        self._update_trackers(loss, terms, d_loss, d_terms)
+
+    def _evaluate_on(self, images):
+        loss, terms, aux = self._representation_objective(images, (), training=False)
+        d_loss = d_terms = None
+        if self.discriminator_variables:
+            d_loss, d_terms = self._discriminator_objective(aux, training=False)
+        self._update_trackers(loss, terms, d_loss, d_terms)
+
+    def train_step(self, *args):
+        """One training step: ``train_step(data)`` on TensorFlow, ``train_step(state, data)`` ->
+        ``(logs, state)`` on JAX (Keras's stateless convention there)."""
+        if keras.backend.backend() == "jax":
+            return self._jax_train_step(*args)
+        (data,) = args
+        images = as_unit_floats(_images_of(data))
+        self._check_batch(images.shape[0])
+        # A trailing batch of one is skipped (see _run_unless_batch_of_one); partial batches of >= 2 train.
+        _run_unless_batch_of_one(self._train_on, images, *_extra_of(data))
+        return _reducible_across_workers(self._logs())
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return stateless_test_step(self, *args)
+        (data,) = args
+        images = as_unit_floats(_images_of(data))
+        self._check_batch(images.shape[0])
+        _run_unless_batch_of_one(self._evaluate_on, images)
+        return self._logs()
+
+    # ------------------------------------------------------ the JAX step
+    def _jax_positions(self):
+        """Positions in ``trainable_variables`` of the representation's and the discriminator's variables."""
+        position = {id(v): k for k, v in enumerate(self.trainable_variables)}
+        return ([position[id(v)] for v in self.representation_variables],
+                [position[id(v)] for v in self.discriminator_variables])
+
+    def _jax_metrics(self, metric_values, loss=None, terms=None, d_loss=None, d_terms=None):
+        """Stateless metric update: the logs and the new metric values (no update when ``loss`` is None)."""
+        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metric_values))) as scope:
+            if loss is not None:
+                self._update_trackers(loss, terms, d_loss, d_terms)
+            logs = self._logs()
+        return logs, _scope_values(scope, self.metrics_variables, metric_values)
+
+    def _jax_train_step(self, state, data):
+        """The stateless JAX step, the same update as ``_train_on``: the representation by ``optimizer``,
+        then the discriminator by its own optimizer on the ``aux`` of the same forward pass, then the
+        metrics.
+
+        Batch shapes are static under ``jax.jit``, so a batch of fewer than 2 images (``fit``'s
+        trailing batch) returns the state untouched, as the TensorFlow step's cond does.  Under
+        ``keras.distribution.DataParallel`` the step is one SPMD program over the global batch
+        (in-batch negatives and batch norm see the global batch).
+        """
+        import jax
+
+        trainable, non_trainable, optimizer_values, metric_values = state
+        images = as_unit_floats(_images_of(data))
+        extra = _extra_of(data)
+        if images.shape[0] < 2:
+            logs, _ = self._jax_metrics(metric_values)
+            return logs, state
+        if isinstance(self.optimizer, _OptimizerPair):
+            optimizer, d_optimizer = self.optimizer.representation, self.optimizer.discriminator
+            opt_values, d_opt_values = self.optimizer.split(optimizer_values)
+        else:
+            optimizer, d_optimizer = self.optimizer, None
+            opt_values, d_opt_values = list(optimizer_values), []
+        rep_positions, d_positions = self._jax_positions()
+
+        def mapping(trainable_values, non_trainable_values, opt, opt_values):
+            return (list(zip(self.trainable_variables, trainable_values))
+                    + list(zip(self.non_trainable_variables, non_trainable_values))
+                    + list(zip(opt.variables, opt_values)))  # scale_loss reads a loss-scale optimizer's state
+
+        def representation_objective(rep_values, non_trainable_values):
+            values = _with_replaced(trainable, rep_positions, rep_values)
+            with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, optimizer,
+                                                            opt_values)) as scope:
+                loss, terms, aux = self._representation_objective(images, extra, training=True)
+                scaled = optimizer.scale_loss(loss)
+            return scaled, (loss, terms, aux,
+                            _scope_values(scope, self.non_trainable_variables, non_trainable_values))
+
+        rep_values = [trainable[k] for k in rep_positions]
+        (_, (loss, terms, aux, non_trainable)), grads = jax.value_and_grad(
+            representation_objective, has_aux=True)(rep_values, non_trainable)
+        rep_values, opt_values = optimizer.stateless_apply(opt_values, grads, rep_values)
+
+        d_loss = d_terms = None
+        if d_positions:
+            def discriminator_objective(d_values, non_trainable_values):
+                values = _with_replaced(trainable, d_positions, d_values)
+                with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, d_optimizer,
+                                                                d_opt_values)) as scope:
+                    d_loss, d_terms = self._discriminator_objective(aux, training=True)
+                    scaled = d_optimizer.scale_loss(d_loss)
+                return scaled, (d_loss, d_terms,
+                                _scope_values(scope, self.non_trainable_variables, non_trainable_values))
+
+            d_values = [trainable[k] for k in d_positions]
+            (_, (d_loss, d_terms, non_trainable)), d_grads = jax.value_and_grad(
+                discriminator_objective, has_aux=True)(d_values, non_trainable)
+            d_values, d_opt_values = d_optimizer.stateless_apply(d_opt_values, d_grads, d_values)
+            trainable = _with_replaced(trainable, d_positions, d_values)
+        trainable = _with_replaced(trainable, rep_positions, rep_values)
+
+        logs, metric_values = self._jax_metrics(metric_values, loss, terms, d_loss, d_terms)
+        return logs, (trainable, non_trainable, list(opt_values) + list(d_opt_values), metric_values)
+
+
 @keras.saving.register_keras_serializable(package="dim_keras")
-class DeepInfoMax(keras.Model):
+class DeepInfoMax(TwoObjectiveModel):
     """Deep InfoMax: ``alpha * global MI + beta * local MI - gamma * prior divergence``.
 
     The full objective of eq. 8, minimised as
@@ -495,75 +751,6 @@ class DeepInfoMax(keras.Model):
             variables += self.less_global_network.trainable_variables
         return variables
 
-    def call(self, inputs, training=False):
-        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``) of uint8 or [0, 1] float images."""
-        return self.encoder(as_unit_floats(inputs), training=training)
-
-    def train_on_batch(self, x, *args, **kwargs):
-        """Keras' ``train_on_batch``; a batch of fewer than 2 images raises
-        ``ValueError`` here already: once traced for two batch sizes, Keras
-        relaxes the batch dimension to ``None`` and ``train_step`` could only
-        skip the batch."""
-        _check_batch_size(_batch_size_of(x))
-        return super().train_on_batch(x, *args, **kwargs)
-
-    def test_on_batch(self, x, *args, **kwargs):
-        """Keras' ``test_on_batch``; raises like ``train_on_batch``."""
-        _check_batch_size(_batch_size_of(x))
-        return super().test_on_batch(x, *args, **kwargs)
-
-    def compile(self, optimizer=None, discriminator_optimizer=None, **kwargs):
-        """Compiles with one optimizer for encoder + critics (``optimizer``) and
-        one for the prior discriminator (``discriminator_optimizer``); both
-        default to Adam(1e-4, beta_1=0.5).  Accepts optimizer instances,
-        names or configs."""
-        if isinstance(optimizer, _OptimizerPair):  # recompiling with a JAX model's own model.optimizer
-            discriminator_optimizer = discriminator_optimizer or optimizer.discriminator
-            optimizer = optimizer.representation
-        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else default_optimizer()
-        # The main optimizer goes to super().compile; otherwise Keras builds an
-        # unused default optimizer over every variable.
-        super().compile(optimizer=optimizer, **kwargs)
-        self.discriminator_optimizer = None
-        if self.prior_discriminator is not None:
-            d_opt = (keras.optimizers.get(discriminator_optimizer)
-                     if discriminator_optimizer is not None else default_optimizer())
-            if (keras.mixed_precision.global_policy().name == "mixed_float16"
-                    and not isinstance(d_opt, keras.optimizers.LossScaleOptimizer)):
-                d_opt = keras.optimizers.LossScaleOptimizer(d_opt)
-            self.discriminator_optimizer = d_opt
-            # Built inside the strategy scope (MirroredStrategy needs the slot
-            # variables of every optimizer created up front).
-            self.discriminator_optimizer.build(self.prior_discriminator.trainable_variables)
-        self.optimizer.build(self.representation_variables)
-        if keras.backend.backend() == "jax" and self.discriminator_optimizer is not None:
-            self.optimizer = _OptimizerPair(self.optimizer, self.discriminator_optimizer)
-
-    def representation_optimizer(self):
-        """The optimizer of the encoder and critics (``model.optimizer`` itself, except on JAX with a
-        prior discriminator, where ``model.optimizer`` is the pair of both; see ``_OptimizerPair``).
-        A method, not a property: Keras's saving walks a model's attributes and would store the JAX
-        pair's part a second time under the property's name."""
-        optimizer = getattr(self, "optimizer", None)
-        return optimizer.representation if isinstance(optimizer, _OptimizerPair) else optimizer
-
-    def get_compile_config(self):
-        if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
-            return None
-        config = {"optimizer": keras.saving.serialize_keras_object(self.representation_optimizer())}
-        if getattr(self, "discriminator_optimizer", None) is not None:
-            config["discriminator_optimizer"] = keras.saving.serialize_keras_object(
-                self.discriminator_optimizer)
-        return config
-
-    def compile_from_config(self, config):
-        self.compile(
-            optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
-            discriminator_optimizer=(
-                keras.saving.deserialize_keras_object(config["discriminator_optimizer"])
-                if "discriminator_optimizer" in config else None),
-        )
-
     def get_config(self):
         return {
             "name": self.name,
@@ -754,144 +941,20 @@ class DeepInfoMax(keras.Model):
             for task, tracker in self.coordinate_trackers.items():
                 tracker.update_state(terms[f"{task}_coordinate_accuracy"])
 
-    def _logs(self):
-        return {m.name: m.result() for m in self.metrics}
+    # ------------------------------------------ the two objectives (TwoObjectiveModel)
+    @property
+    def discriminator_variables(self):
+        """The prior discriminator's variables (none without a prior term)."""
+        return self.prior_discriminator.trainable_variables if self.prior_discriminator is not None else []
 
-    def _train_on(self, images):
-        """The TensorFlow step on a batch of >= 2 images: the encoder + critics
-        update of eq. 8, then the prior discriminator's update, then the metrics."""
-        import tensorflow as tf
+    def _check_batch(self, batch):
+        _check_batch_size(batch)
 
-        # Gradients are summed over replicas under tf.distribute: scale the
-        # per-replica mean so the update matches one device on the global batch.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.representation_variables
-        with tf.GradientTape() as tape:
-            features = self.features(images, training=True)
-            loss, terms, prior_y = self._representation_loss(features, training=True)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+    def _representation_objective(self, images, extra, training):
+        """Eq. 8 on a batch: ``(loss, terms, prior_y)``, ``prior_y`` the discriminator's fake samples."""
+        features = self.features(images, training=training)
+        return self._representation_loss(features, training=training)
 
-        d_loss = d_accuracy = None
-        if self.prior_discriminator is not None:
-            d_variables = self.prior_discriminator.trainable_variables
-            with tf.GradientTape() as d_tape:
-                d_loss, d_accuracy = self._discriminator_loss(prior_y)
-                d_scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
-            d_grads = d_tape.gradient(d_scaled, d_variables)
-            self.discriminator_optimizer.apply(d_grads, d_variables)
-        self._update_trackers(loss, terms, d_loss, d_accuracy)
-
-    def _evaluate_on(self, images):
-        features = self.features(images, training=False)
-        loss, terms, prior_y = self._representation_loss(features, training=False)
-        d_loss = d_accuracy = None
-        if self.prior_discriminator is not None:
-            d_loss, d_accuracy = self._discriminator_loss(prior_y)
-        self._update_trackers(loss, terms, d_loss, d_accuracy)
-
-    def train_step(self, *args):
-        """One training step: ``train_step(data)`` on TensorFlow, ``train_step(state, data)`` ->
-        ``(logs, state)`` on JAX (Keras's stateless convention there)."""
-        if keras.backend.backend() == "jax":
-            return self._jax_train_step(*args)
-        (data,) = args
-        # A trailing batch of one is skipped, a static one raises (see
-        # _run_unless_batch_of_one); partial batches of >= 2 train normally.
-        _run_unless_batch_of_one(self._train_on, as_unit_floats(_images_of(data)))
-        return _reducible_across_workers(self._logs())
-
-    def test_step(self, *args):
-        if keras.backend.backend() == "jax":
-            return self._jax_test_step(*args)
-        (data,) = args
-        _run_unless_batch_of_one(self._evaluate_on, as_unit_floats(_images_of(data)))
-        return self._logs()
-
-    # ------------------------------------------------------ the JAX step
-    def _jax_positions(self):
-        """Positions in ``trainable_variables`` of the representation's and the discriminator's variables."""
-        position = {id(v): k for k, v in enumerate(self.trainable_variables)}
-        representation = [position[id(v)] for v in self.representation_variables]
-        discriminator = ([position[id(v)] for v in self.prior_discriminator.trainable_variables]
-                         if self.prior_discriminator is not None else [])
-        return representation, discriminator
-
-    def _jax_metrics(self, metric_values, loss=None, terms=None, d_loss=None, d_accuracy=None):
-        """Stateless metric update: the logs and the new metric values (no update when ``loss`` is None)."""
-        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metric_values))) as scope:
-            if loss is not None:
-                self._update_trackers(loss, terms, d_loss, d_accuracy)
-            logs = self._logs()
-        return logs, _scope_values(scope, self.metrics_variables, metric_values)
-
-    def _jax_train_step(self, state, data):
-        """The stateless JAX step, the same update as ``_train_on``: encoder + critics by
-        ``optimizer`` on eq. 8, then the prior discriminator by its own optimizer on a
-        stop-gradient copy of Y from the same forward pass, then the metrics.
-
-        Batch shapes are static under ``jax.jit``, so a batch of fewer than 2 images (``fit``'s
-        trailing batch) returns the state untouched, as the TensorFlow step's cond does.  Under
-        ``keras.distribution.DataParallel`` the step is one SPMD program over the global batch:
-        the negatives of an image are all other images of the global batch and batch norm sees
-        the global batch (TensorFlow's MirroredStrategy scores each replica's sub-batch alone).
-        """
-        import jax
-
-        trainable, non_trainable, optimizer_values, metric_values = state
-        images = as_unit_floats(_images_of(data))
-        if images.shape[0] < 2:
-            logs, _ = self._jax_metrics(metric_values)
-            return logs, state
-        if isinstance(self.optimizer, _OptimizerPair):
-            optimizer, d_optimizer = self.optimizer.representation, self.optimizer.discriminator
-            opt_values, d_opt_values = self.optimizer.split(optimizer_values)
-        else:
-            optimizer, d_optimizer = self.optimizer, None
-            opt_values, d_opt_values = list(optimizer_values), []
-        rep_positions, d_positions = self._jax_positions()
-
-        def mapping(trainable_values, non_trainable_values, opt, opt_values):
-            return (list(zip(self.trainable_variables, trainable_values))
-                    + list(zip(self.non_trainable_variables, non_trainable_values))
-                    + list(zip(opt.variables, opt_values)))  # scale_loss reads a loss-scale optimizer's state
-
-        def representation_objective(rep_values, non_trainable_values):
-            values = _with_replaced(trainable, rep_positions, rep_values)
-            with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, optimizer,
-                                                            opt_values)) as scope:
-                features = self.features(images, training=True)
-                loss, terms, prior_y = self._representation_loss(features, training=True)
-                scaled = optimizer.scale_loss(loss)
-            return scaled, (loss, terms, prior_y,
-                            _scope_values(scope, self.non_trainable_variables, non_trainable_values))
-
-        rep_values = [trainable[k] for k in rep_positions]
-        (_, (loss, terms, prior_y, non_trainable)), grads = jax.value_and_grad(
-            representation_objective, has_aux=True)(rep_values, non_trainable)
-        rep_values, opt_values = optimizer.stateless_apply(opt_values, grads, rep_values)
-
-        d_loss = d_accuracy = None
-        if self.prior_discriminator is not None:
-            def discriminator_objective(d_values, non_trainable_values):
-                values = _with_replaced(trainable, d_positions, d_values)
-                with keras.StatelessScope(state_mapping=mapping(values, non_trainable_values, d_optimizer,
-                                                                d_opt_values)) as scope:
-                    d_loss, d_accuracy = self._discriminator_loss(prior_y)
-                    scaled = d_optimizer.scale_loss(d_loss)
-                return scaled, (d_loss, d_accuracy,
-                                _scope_values(scope, self.non_trainable_variables, non_trainable_values))
-
-            d_values = [trainable[k] for k in d_positions]
-            (_, (d_loss, d_accuracy, non_trainable)), d_grads = jax.value_and_grad(
-                discriminator_objective, has_aux=True)(d_values, non_trainable)
-            d_values, d_opt_values = d_optimizer.stateless_apply(d_opt_values, d_grads, d_values)
-            trainable = _with_replaced(trainable, d_positions, d_values)
-        trainable = _with_replaced(trainable, rep_positions, rep_values)
-
-        logs, metric_values = self._jax_metrics(metric_values, loss, terms, d_loss, d_accuracy)
-        return logs, (trainable, non_trainable, list(opt_values) + list(d_opt_values), metric_values)
-
-    def _jax_test_step(self, state, data):
-        return stateless_test_step(self, state, data)
+    def _discriminator_objective(self, prior_y, training):
+        """The prior discriminator's ``(loss, accuracy)`` (eq. 7, Table 10)."""
+        return self._discriminator_loss(prior_y)

@@ -87,10 +87,33 @@ def build_cpc(config, encoder, encoder_name, steps_per_epoch=None):
     return model
 
 
-def build_model(config, input_shape, steps_per_epoch=None):
-    """The encoder + DeepInfoMax model of ``config`` (``--method=cpc``: :func:`build_cpc`), compiled (call in
-    the strategy scope); ``steps_per_epoch`` sets the horizon of a recipe's learning-rate schedule
-    (:func:`learning_rate`).  UsageError for an input shape the encoder cannot take."""
+def build_baseline(config, encoder, encoder_name, input_shape, steps_per_epoch=None, num_examples=None):
+    """A comparison model of issue 15 (``--method`` in ``choices.BASELINE_METHODS``, :mod:`dim_keras.baselines`)
+    on ``encoder``, compiled with Adam (:func:`dim_keras.models.default_optimizer`, the recipe's rate and
+    schedule) for the representation and, for the adversarial methods, a second one for the adversary."""
+    from dim_keras.baselines import build_baseline as build
+    from dim_keras.models import default_optimizer
+
+    try:
+        model = build(config, encoder, encoder_name, input_shape, steps_per_epoch=steps_per_epoch,
+                      num_examples=num_examples)
+    except ValueError as err:
+        raise UsageError(f"--method={config.method} with the {encoder_name} encoder: {err}") from None
+    if config.recipe_settings()["layer_defaults"] == "torch":
+        from dim_keras.initializers import apply_torch_layer_defaults
+        apply_torch_layer_defaults(model, seed=config.seed)
+    discriminator_optimizer = (default_optimizer(learning_rate(config, steps_per_epoch))
+                               if model.discriminator_variables else None)
+    model.compile(optimizer=default_optimizer(learning_rate(config, steps_per_epoch)),
+                  discriminator_optimizer=discriminator_optimizer, jit_compile=jit_compile(config))
+    return model
+
+
+def build_model(config, input_shape, steps_per_epoch=None, num_examples=None):
+    """The encoder + DeepInfoMax model of ``config`` (``--method=cpc``: :func:`build_cpc`; the comparison
+    models: :func:`build_baseline`), compiled (call in the strategy scope); ``steps_per_epoch`` sets the
+    horizon of a recipe's learning-rate schedule (:func:`learning_rate`), ``num_examples`` is the training
+    split's size (NAT keeps one target per image).  UsageError for an input shape the encoder cannot take."""
     from dim_keras.models import DeepInfoMax, default_optimizer
 
     encoder_name = resolved_encoder_name(config, input_shape)
@@ -102,6 +125,8 @@ def build_model(config, input_shape, steps_per_epoch=None):
         raise UsageError(str(err)) from None
     if config.method == "cpc":
         return build_cpc(config, encoder, encoder_name, steps_per_epoch)
+    if config.method != "dim":
+        return build_baseline(config, encoder, encoder_name, input_shape, steps_per_epoch, num_examples)
     if config.num_globals:
         from dim_keras.local_blocks import check_grid
         try:

@@ -342,8 +342,10 @@ def pretraining_dataset(config, split, defaults, input_shape, seed, num_shards=1
     arrays are sharded by tf.distribute (docs/DISTRIBUTED.md)."""
     from dim_keras.data import make_dataset
     shards = dict(num_shards=num_shards, shard_index=shard_index) if split.streaming else {}
+    # NAT keeps one noise target per training image: its batches carry each image's index (dim_keras.baselines.nat).
+    indices = dict(labels=np.arange(len(split), dtype=np.int64)) if config.method == "nat" else {}
     return make_dataset(split if split.streaming else split.images, batch_size=config.batch_size, training=True,
-                        seed=seed, **augmentation(config, defaults, input_shape), **shards).repeat()
+                        seed=seed, **augmentation(config, defaults, input_shape), **shards, **indices).repeat()
 
 
 def training_steps_per_epoch(config, split):
@@ -531,6 +533,9 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     check_batch_split(config, strategy)
     skipped = SkippedImages(strict=config.strict)  # unreadable image files of this run, reported at its end
     split, defaults, input_shape = load_pretraining_data(config, skipped)
+    if config.method == "nat" and split.streaming:
+        raise UsageError(f"--method=nat keeps one noise target per training image and indexes them in memory, and "
+                         f"this split of {len(split)} images streams from disk: pass --streaming=off")
     _prepare_output_dir(config.output_dir)
     epochs = config.resolved_epochs()
     if config.verbose:
@@ -543,7 +548,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     set_precision(config.mixed_precision)
     steps = training_steps_per_epoch(config, split)
     with strategy.scope():
-        model = build_model(config, input_shape, steps)
+        model = build_model(config, input_shape, steps, num_examples=len(split))
     # The probe's baseline: the same encoder at its (seeded) random initialisation, before any restore.
     probe_data = None
     if role.chief and (config.probe or config.resolved_monitor_every()):
