@@ -439,9 +439,10 @@ class TrainConfig:
 RUN_CONFIG = "config.json"
 
 
-def load_run_config(output_dir):
+def load_run_config(output_dir, flag="--resume"):
     """``(TrainConfig, record)`` of the run in ``output_dir``: its settings and the rest of its config.json
-    (``resolved``: what "auto" settings became; ``history``: one entry per start)."""
+    (``resolved``: what "auto" settings became; ``history``: one entry per start).  A missing or unreadable
+    file is a UsageError naming ``flag``."""
     path = os.path.join(output_dir, RUN_CONFIG)
     try:
         with open(path) as handle:
@@ -452,7 +453,7 @@ def load_run_config(output_dir):
             settings.setdefault("layer_defaults", "keras")
         return from_dict(TrainConfig, settings), record
     except (OSError, ValueError, TypeError) as error:
-        raise UsageError(f"--resume: cannot read {path} ({error})") from None
+        raise UsageError(f"{flag}: cannot read {path} ({error})") from None
 
 
 def changed_settings(saved, config):
@@ -621,6 +622,90 @@ class EvaluateConfig:
         if self.output and self.neighbours_png and (os.path.abspath(self.output)
                                                     == os.path.abspath(self.neighbours_png)):
             raise UsageError("--output and --neighbours_png name the same file")
+
+
+# ================================================================ compare
+# The Table 1 / Table 4 columns (linear probe, SVM, MS-SSIM, MINE, NDM) that apps/compare.py measures by default.
+COMPARE_METRICS = ("logistic", "svm", "ms_ssim", "mine", "ndm")
+
+
+@dataclasses.dataclass
+class CompareConfig:
+    """Several trained runs side by side (``apps/compare.py``, ``dim_keras.runs.compare``): the measures of
+    ``apps/evaluate.py`` for each run's exported encoder on the same images, one row per run (the shape of the
+    DIM paper's Tables 1 and 4), plus MIM's code measures (``dim_keras.evaluation.latents``)."""
+    run_dirs: tuple = setting((), "Comma-separated training run directories (the --output_dir of apps/train.py, "
+                              "with config.json, encoder/ and model.keras), one row each (required).", element=str)
+    labels: tuple = setting((), "Comma-separated row labels, one per run (default: each run's --method, numbered "
+                            "when repeated).", element=str)
+    dataset: str = setting(None, "Dataset to measure on (default: the runs' own, which must then agree).",
+                           choices=choices.DATASETS)
+    data_dir: str = setting(None, "Directory holding the dataset files (default: the runs' own when --dataset "
+                            "is theirs).", path="input_dir")
+    metrics: tuple = setting(COMPARE_METRICS, "Comma-separated measures of apps/evaluate.py per run.",
+                             element=str, choices=choices.LAYER_METRICS + ("ms_ssim", "mine", "ndm"))
+    layers: tuple = setting(("conv", "fc", "y"), "Comma-separated encoder outputs for the classifiers.",
+                            element=str, choices=choices.ENCODER_OUTPUTS, min_items=1)
+    latent_measures: bool = setting(True, "Also the code measures of MIM's claims: active units of Y (Burda et "
+                                    "al. 2016, variance over test images > 0.01) and the reconstruction MSE of "
+                                    "the methods with a decoder.")
+    latent_png: str = setting(None, "PNG of the test images' Y on its first two principal components, one panel "
+                              "per run, coloured by class.", path="output_file")
+    output: str = setting(None, "JSON file for every run's results (written atomically).", path="output_file")
+    svm_runs: int = setting(5, "SVM runs (seeds) averaged, as in Table 4.", minimum=1)
+    seed: int = setting(0, "Random seed of every measure and of the --max_train/--max_test subsets.")
+    max_train: int = setting(None, "Use at most this many training images (random subset).", minimum=10)
+    max_test: int = setting(None, "Use at most this many test images (random subset).", minimum=10)
+    batch_size: int = setting(256, "Images per encoder call while encoding.", minimum=1)
+    estimator_epochs: int = setting(20, "Training epochs of the MINE and NDM statistics networks.", minimum=1)
+    decoder_epochs: int = setting(20, "Training epochs of the MS-SSIM decoder.", minimum=1)
+    verbose: int = setting(1, "0: only the table; 1: one line per run.", choices=(0, 1))
+
+    def run_settings(self):
+        """``[(label, run_dir, TrainConfig)]`` of ``--run_dirs``, in order (UsageError for a directory that
+        holds no finished training run)."""
+        runs = []
+        for run_dir in self.run_dirs:
+            if not os.path.isdir(run_dir):
+                raise UsageError(f"--run_dirs: {run_dir} is not a directory")
+            settings, _ = load_run_config(run_dir, flag="--run_dirs")
+            if not os.path.isfile(os.path.join(run_dir, "encoder", "saved_model.pb")):
+                raise UsageError(f"--run_dirs: {run_dir} has no exported encoder (encoder/saved_model.pb): is the "
+                                 "run finished?")
+            runs.append([settings.method, run_dir, settings])
+        if self.labels:
+            for run, label in zip(runs, self.labels):
+                run[0] = label
+        else:
+            methods = [run[0] for run in runs]
+            for k, run in enumerate(runs):
+                if methods.count(run[0]) > 1:
+                    run[0] = f"{run[0]}-{methods[:k + 1].count(run[0])}"
+        return [tuple(run) for run in runs]
+
+    def check(self):
+        if not self.run_dirs:
+            raise UsageError("--run_dirs is required: the training runs to compare (comma-separated)")
+        if len(set(self.run_dirs)) != len(self.run_dirs):
+            raise UsageError("--run_dirs lists a run twice")
+        if self.labels and len(self.labels) != len(self.run_dirs):
+            raise UsageError(f"--labels gives {len(self.labels)} labels for {len(self.run_dirs)} --run_dirs")
+        if len(set(self.labels)) != len(self.labels):
+            raise UsageError("--labels lists a label twice")
+        for name in ("metrics", "layers"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise UsageError(f"--{name} lists a value twice: {','.join(values)}")
+        runs = self.run_settings()
+        if self.dataset is None:
+            datasets = {settings.dataset for _, _, settings in runs}
+            if len(datasets) > 1:
+                raise UsageError(f"--run_dirs were trained on different datasets ({', '.join(sorted(datasets))}): "
+                                 "pass --dataset to measure them all on one")
+        if self.latent_png and not self.latent_measures:
+            raise UsageError("--latent_png draws the code of --latent_measures: drop --nolatent_measures")
+        if self.output and self.latent_png and os.path.abspath(self.output) == os.path.abspath(self.latent_png):
+            raise UsageError("--output and --latent_png name the same file")
 
 
 # ============================================================ prepare_data

@@ -26,6 +26,9 @@ MEASURE_TITLES = {
     "mine": "MINE I(X; Y) (nats)",
     "ndm": "NDM (nats)",
     "neighbours": "Nearest neighbours (figure)",
+    # dim_keras.evaluation.latents (MIM's claims, issue 15)
+    "active_units": "Active units of Y (Burda et al. 2016)",
+    "reconstruction_mse": "Reconstruction MSE per pixel",
 }
 # Measures whose values are accuracies in [0, 1], shown in percent like the paper.
 ACCURACY_MEASURES = ("svm", "logistic", "mlp", "knn", "attributes", "semi_supervised")
@@ -48,6 +51,10 @@ def format_value(measure, value, digits=2):
         value = value["mean"]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):  # counts (active units)
+        return str(value)
+    if measure == "reconstruction_mse":
+        return f"{float(value):.{digits + 2}f}"
     return f"{float(value) * scale:.{digits}f}"
 
 
@@ -75,7 +82,8 @@ def comparison_table(results_by_model, digits=2):
                 if (measure, layer) not in columns and measure != "neighbours":
                     columns.append((measure, layer))
     short = {"svm": "SVM", "logistic": "LogReg", "mlp": "MLP", "knn": "k-NN", "attributes": "Attr.",
-             "semi_supervised": "SS", "ms_ssim": "MS-SSIM", "mine": "I(X;Y)", "ndm": "NDM"}
+             "semi_supervised": "SS", "ms_ssim": "MS-SSIM", "mine": "I(X;Y)", "ndm": "NDM",
+             "active_units": "AU", "reconstruction_mse": "Rec. MSE"}
     titles = [f"{short.get(m, m)} ({LAYER_TITLES.get(l, l)})" for m, l in columns]
     lines = ["| Model | " + " | ".join(titles) + " |", "|" + "---|" * (len(columns) + 1)]
     for model, results in results_by_model.items():
