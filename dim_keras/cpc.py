@@ -53,8 +53,7 @@ from keras import layers, ops
 from dim_keras import critics as critics_lib
 from dim_keras import encoders as _encoders  # noqa: F401  registers the folded encoder's layers
 from dim_keras import estimators as estimators_lib
-from dim_keras.models import (_images_of, _reducible_across_workers, _run_unless_batch_of_one, _scope_values,
-                              _with_replaced, as_unit_floats, default_optimizer, stateless_test_step)
+from dim_keras.models import TwoObjectiveModel
 
 # DIM Sec. 4.2: "a total of 3 such networks ... the next 3 rows".
 PREDICTION_STEPS = 3
@@ -125,7 +124,7 @@ class RowGRU(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dim_keras")
-class ContrastivePredictiveCoding(keras.Model):
+class ContrastivePredictiveCoding(TwoObjectiveModel):
     """CPC on the encoder's local grid, as the DIM paper's Table 3 baseline (module docstring).
 
     ``loss = -(1/3) sum_{k=1..3} infoNCE_k``, minimised over the encoder (its ``local`` path), the
@@ -196,32 +195,8 @@ class ContrastivePredictiveCoding(keras.Model):
             variables += predictor.trainable_variables
         return variables
 
-    def call(self, inputs, training=False):
-        """The encoder's feature dict (``local``, ``conv``, ``fc``, ``y``) of uint8 or [0, 1] float images."""
-        return self.encoder(as_unit_floats(inputs), training=training)
-
-    def compile(self, optimizer=None, **kwargs):
-        """One optimizer (default :func:`dim_keras.models.default_optimizer`), built on
-        :attr:`representation_variables` only."""
-        optimizer = keras.optimizers.get(optimizer) if optimizer is not None else default_optimizer()
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.representation_variables)
-
-    def train_on_batch(self, x, *args, **kwargs):
-        _check_batch_size(_shape0(x))
-        return super().train_on_batch(x, *args, **kwargs)
-
-    def test_on_batch(self, x, *args, **kwargs):
-        _check_batch_size(_shape0(x))
-        return super().test_on_batch(x, *args, **kwargs)
-
-    def get_compile_config(self):
-        if not self.compiled:  # an uncompiled model saves (and reloads) without a compile config
-            return None
-        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
-
-    def compile_from_config(self, config):
-        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]))
+    def _check_batch(self, batch):
+        _check_batch_size(batch)
 
     def get_config(self):
         return {"name": self.name, "encoder": keras.saving.serialize_keras_object(self.encoder),
@@ -257,94 +232,13 @@ class ContrastivePredictiveCoding(keras.Model):
                   for k in range(1, self.prediction_steps + 1)]
         return -sum(bounds) / self.prediction_steps, bounds
 
-    def _update_trackers(self, loss, bounds):
+    def _representation_objective(self, images, extra, training):
+        """TwoObjectiveModel's hook: ``(loss, bounds, None)`` of :meth:`objective` (no adversary)."""
+        loss, bounds = self.objective(images, training=training)
+        return loss, bounds, None
+
+    def _update_trackers(self, loss, bounds, d_loss=None, d_terms=None):
         self.loss_tracker.update_state(loss)
         self.mi_tracker.update_state(-loss)
         for tracker, bound in zip(self.step_trackers, bounds):
             tracker.update_state(bound)
-
-    def _logs(self):
-        return {m.name: m.result() for m in self.metrics}
-
-    # ------------------------------------------------- the TensorFlow step
-    def _train_on(self, images):
-        import tensorflow as tf
-
-        # Gradients are summed over replicas under tf.distribute (as DeepInfoMax._train_on).
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        variables = self.representation_variables
-        with tf.GradientTape() as tape:
-            loss, bounds = self.objective(images, training=True)
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        self._update_trackers(loss, bounds)
-
-    def _evaluate_on(self, images):
-        self._update_trackers(*self.objective(images, training=False))
-
-    def train_step(self, *args):
-        """``train_step(data)`` on TensorFlow, ``train_step(state, data)`` -> ``(logs, state)`` on JAX."""
-        if keras.backend.backend() == "jax":
-            return self._jax_train_step(*args)
-        (data,) = args
-        images = as_unit_floats(_images_of(data))
-        _check_batch_size(images.shape[0])
-        _run_unless_batch_of_one(self._train_on, images)
-        return _reducible_across_workers(self._logs())
-
-    def test_step(self, *args):
-        if keras.backend.backend() == "jax":
-            return self._jax_test_step(*args)
-        (data,) = args
-        images = as_unit_floats(_images_of(data))
-        _check_batch_size(images.shape[0])
-        _run_unless_batch_of_one(self._evaluate_on, images)
-        return self._logs()
-
-    # ------------------------------------------------------ the JAX step
-    def _jax_metrics(self, metric_values, loss=None, bounds=None):
-        with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metric_values))) as scope:
-            if loss is not None:
-                self._update_trackers(loss, bounds)
-            logs = self._logs()
-        return logs, _scope_values(scope, self.metrics_variables, metric_values)
-
-    def _jax_train_step(self, state, data):
-        """The stateless JAX step, the same update as ``_train_on``: one optimizer on the representation
-        variables (their positions in ``trainable_variables``), batch-norm statistics carried out of the
-        scope; a batch of fewer than 2 images returns the state untouched (shapes are static under jit)."""
-        import jax
-
-        trainable, non_trainable, optimizer_values, metric_values = state
-        images = as_unit_floats(_images_of(data))
-        if images.shape[0] < 2:
-            logs, _ = self._jax_metrics(metric_values)
-            return logs, state
-        position = {id(v): k for k, v in enumerate(self.trainable_variables)}
-        positions = [position[id(v)] for v in self.representation_variables]
-
-        def objective(values, non_trainable_values):
-            current = _with_replaced(trainable, positions, values)
-            mapping = (list(zip(self.trainable_variables, current))
-                       + list(zip(self.non_trainable_variables, non_trainable_values))
-                       + list(zip(self.optimizer.variables, optimizer_values)))  # a loss-scale optimizer's state
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                loss, bounds = self.objective(images, training=True)
-                scaled = self.optimizer.scale_loss(loss)
-            return scaled, (loss, bounds, _scope_values(scope, self.non_trainable_variables, non_trainable_values))
-
-        values = [trainable[k] for k in positions]
-        (_, (loss, bounds, non_trainable)), grads = jax.value_and_grad(objective, has_aux=True)(
-            values, non_trainable)
-        values, optimizer_values = self.optimizer.stateless_apply(optimizer_values, grads, values)
-        trainable = _with_replaced(trainable, positions, values)
-        logs, metric_values = self._jax_metrics(metric_values, loss, bounds)
-        return logs, (trainable, non_trainable, optimizer_values, metric_values)
-
-    def _jax_test_step(self, state, data):
-        return stateless_test_step(self, state, data)
-
-
-def _shape0(x):
-    shape = getattr(_images_of(x), "shape", None)
-    return shape[0] if shape is not None and len(shape) else None
