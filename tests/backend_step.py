@@ -2,11 +2,13 @@
 weights and writes what came out: the cross-backend equality test (tests/test_backends.py) runs it
 once per backend and compares.
 
-    python tests/backend_step.py CASE WEIGHTS_IN IMAGES PRIOR_SAMPLES OUT_NPZ
+    python tests/backend_step.py CASES DIR
 
-``CASE`` is a JSON object of DeepInfoMax arguments plus ``optimizer`` ("adam" or "sgd"), ``steps`` and
-``jit``.  ``WEIGHTS_IN`` is a ``.weights.h5`` file (Keras's backend-free weights format; it is written
-first when missing).  The prior's samples are the fixed array ``PRIOR_SAMPLES`` on both backends:
+``CASES`` is a JSON object ``{name: case}``, each case a JSON object of DeepInfoMax arguments plus
+``optimizer`` ("adam" or "sgd"), ``steps`` and ``jit``; every case runs in this one process (one start of
+TensorFlow or JAX for all of them).  ``DIR`` holds ``images.npy`` and ``prior.npy``; case ``name`` starts
+from ``DIR/name.weights.h5`` (Keras's backend-free weights format; written first when missing) and writes
+``DIR/name.<backend>.npz``.  The prior's samples are the fixed array ``PRIOR_SAMPLES`` on both backends:
 ``keras.random`` draws different numbers on TensorFlow and JAX from the same seed, and the test
 compares the update, not the random draws.
 """
@@ -37,8 +39,14 @@ def optimizer(name):
     return models_lib.default_optimizer()
 
 
-def main(case_json, weights_in, images_path, prior_path, out_path):
-    case = json.loads(case_json)
+def main(cases_json, directory):
+    backend = keras.backend.backend()
+    for name, case in json.loads(cases_json).items():
+        run_case(case, os.path.join(directory, f"{name}.weights.h5"), os.path.join(directory, "images.npy"),
+                 os.path.join(directory, "prior.npy"), os.path.join(directory, f"{name}.{backend}.npz"))
+
+
+def run_case(case, weights_in, images_path, prior_path, out_path):
     model = build(case)
     if os.path.exists(weights_in):
         model.load_weights(weights_in)

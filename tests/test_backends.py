@@ -18,21 +18,12 @@ pytest.importorskip("jax")
 SCRIPT = os.path.join(os.path.dirname(__file__), "backend_step.py")
 
 
-def _run(backend, case, tmp_path):
-    out = tmp_path / f"{backend}.npz"
+def _run(backend, directory):
+    """Every case of CASES in one process of ``backend`` (TensorFlow first: it writes the start weights)."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, SCRIPT, json.dumps(case), str(tmp_path / "start.weights.h5"),
-         str(tmp_path / "images.npy"), str(tmp_path / "prior.npy"), str(out)],
-        env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, SCRIPT, json.dumps(CASES), str(directory)],
+                            env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return dict(np.load(out))
-
-
-def _inputs(tmp_path):
-    rng = np.random.RandomState(0)
-    np.save(tmp_path / "images.npy", rng.randint(0, 256, (6, 16, 16, 3)).astype("uint8"))
-    np.save(tmp_path / "prior.npy", rng.uniform(0, 1, (6, 8)).astype("float32"))
 
 
 # Full eq. 8 (global + local + prior with its gradient penalty, plus the absolute coordinate task of Sec. 4.3,
@@ -47,13 +38,24 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def stepped(tmp_path_factory):
+    """The directory where both backends took every case's steps from the same inputs."""
+    directory = tmp_path_factory.mktemp("backend_steps")
+    rng = np.random.RandomState(0)
+    np.save(directory / "images.npy", rng.randint(0, 256, (6, 16, 16, 3)).astype("uint8"))
+    np.save(directory / "prior.npy", rng.uniform(0, 1, (6, 8)).astype("float32"))
+    _run("tensorflow", directory)  # also writes each case's start weights
+    _run("jax", directory)
+    return directory
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_tensorflow_and_jax_take_the_same_step(name, tmp_path):
+def test_tensorflow_and_jax_take_the_same_step(name, stepped):
     case = CASES[name]
-    _inputs(tmp_path)
-    tf_out = _run("tensorflow", case, tmp_path)  # also writes start.weights.h5
-    jax_out = _run("jax", case, tmp_path)
-    start = _start_weights(case, tmp_path)
+    tf_out = dict(np.load(stepped / f"{name}.tensorflow.npz"))
+    jax_out = dict(np.load(stepped / f"{name}.jax.npz"))
+    start = _start_weights(case, stepped / f"{name}.weights.h5")
     assert list(tf_out["names"]) == list(jax_out["names"])
     assert int(tf_out["iterations"]) == int(jax_out["iterations"]) == case["steps"]
     if "d_iterations" in tf_out:
@@ -74,11 +76,11 @@ def test_tensorflow_and_jax_take_the_same_step(name, tmp_path):
     np.testing.assert_allclose(jax_out["features_y"], tf_out["features_y"], rtol=1e-4, atol=1e-4)
 
 
-def _start_weights(case, tmp_path):
+def _start_weights(case, weights_path):
     """The starting weights, in ``model.weights`` order (read back through Keras on this process's backend)."""
     sys.path.insert(0, os.path.dirname(__file__))
     import backend_step  # noqa: E402
 
     model = backend_step.build(case)
-    model.load_weights(tmp_path / "start.weights.h5")
+    model.load_weights(weights_path)
     return [np.asarray(w) for w in model.get_weights()]
