@@ -44,7 +44,8 @@ __all__ = sorted(_EXPORTS) + ["load_model", "register_serializables"]
 # The modules whose import registers dim_keras's serializable layers and models with Keras.
 _SERIALIZABLE_MODULES = ("dim_keras.models", "dim_keras.cpc", "dim_keras.generation", "dim_keras.invertible",
                          "dim_keras.multiview", "dim_keras.adversarial_invertible", "dim_keras.mine_gan",
-                         "dim_keras.bottleneck")
+                         "dim_keras.bottleneck", "dim_keras.baselines.vae", "dim_keras.baselines.mim",
+                         "dim_keras.baselines.aae", "dim_keras.baselines.bigan", "dim_keras.baselines.nat")
 
 
 def register_serializables():

@@ -8,7 +8,7 @@ A deterministic auto-encoder whose code is pushed towards a prior by a discrimin
                                                 (:func:`~dim_keras.baselines.distributions.bernoulli_log_likelihood`,
                                                 the VAE's likelihood, so the two reconstructions compare)
     prior_loss = -log D(z)                      the encoder's non-saturating generator loss
-    loss = reconstruction + adversarial_weight * prior_loss
+    loss = reconstruction / D_x + adversarial_weight * prior_loss      D_x = H * W * C pixels
     discriminator: log D(z') + log(1 - D(stop_gradient(z))),  z' ~ p(z) = N(0, I)
 
 The prior matching is DIM's own (:mod:`dim_keras.priors`, eq. 7, Table 10): the same
@@ -33,11 +33,11 @@ Deviation (documented simplification): Makhzani et al. alternate a reconstructio
 on the reconstruction) and a regularisation phase (discriminator, then the encoder on the generator loss),
 three updates per batch; here the encoder and decoder take one step on the weighted sum, then the
 discriminator one step on the same forward pass (:class:`~dim_keras.models.TwoObjectiveModel`'s step, as
-the DIM authors' AAE).  The reconstruction is in nats per image (about 2080 at initialisation on 28 x 28 x 3
-digits) against a prior term of about log 2, so at weight 1 the prior pulls on the encoder far more weakly
-than in the authors' code, whose reconstruction is a mean squared error averaged over pixels (and divided by
-the batch size), and than in Makhzani et al.'s separate regularisation updates: raise ``adversarial_weight``
-for a stronger pull towards the prior.
+the DIM authors' AAE).  In the loss the reconstruction is *per pixel* (``/ D_x``), as the authors' code averages
+its reconstruction error over pixels: summed per image it is about 2080 nats at initialisation on 28 x 28 x 3
+digits against a prior term of about log 2, and the sum of the two gradients would leave the prior no pull on
+the encoder at all (Adam normalises the sum, not each term, unlike Makhzani's separate regularisation update).
+The logged ``reconstruction`` stays in nats per image, comparable with the VAE's.
 """
 
 import keras
@@ -101,13 +101,14 @@ class AdversarialAutoEncoder(BaselineModel):
         return -distributions.bernoulli_log_likelihood(logits, ops.cast(images, "float32"))
 
     def _representation_objective(self, images, extra, training):
-        """Reconstruction + ``adversarial_weight`` x the encoder's generator loss ``-log D(z)`` (Makhzani et
-        al. Sec. 2's two phases summed into one step); ``aux`` is the stop-gradient code for the
+        """Reconstruction per pixel + ``adversarial_weight`` x the encoder's generator loss ``-log D(z)``
+        (Makhzani et al. Sec. 2's two phases summed into one step); ``aux`` is the stop-gradient code for the
         discriminator."""
         _, z = self.code(images, training=training)
         reconstruction = ops.mean(self.reconstruction(images, z, training=training))
         prior_loss = priors_lib.encoder_prior_loss(self.discriminator(z))
-        loss = reconstruction + self.adversarial_weight * prior_loss
+        pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        loss = reconstruction / pixels + self.adversarial_weight * prior_loss  # per pixel: module docstring
         return loss, {"reconstruction": reconstruction, "prior_loss": prior_loss}, ops.stop_gradient(z)
 
     def _discriminator_objective(self, z, training):

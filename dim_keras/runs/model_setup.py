@@ -53,6 +53,8 @@ def jit_compile(config):
     whose trainer jits the stateless step (DataParallel included) and whose eager step would be far slower."""
     if keras.backend.backend() == "jax":
         return True
+    if config.method == "nat":  # its Hungarian re-assignment is a host call (tf.numpy_function), which XLA cannot
+        return False            # compile (dim_keras.baselines.nat)
     return config.jit_compile and config.strategy == "default"
 
 
