@@ -50,6 +50,10 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 METHODS = ("dim", "cpc", "mim", "vae", "beta_vae", "ae", "aae", "bigan", "nat")
 # The methods of dim_keras.baselines (everything but DIM's objective and CPC).
 BASELINE_METHODS = ("mim", "vae", "beta_vae", "ae", "aae", "bigan", "nat")
+# The methods whose Y is the mean of a Gaussian posterior q(z|x) pulled towards a standard-normal(-scaled) prior:
+# only there does Burda et al.'s active-unit threshold (posterior-mean variance > 0.01) mean something; the
+# others' Y has an arbitrary scale (dim_keras.evaluation.latents).
+GAUSSIAN_POSTERIOR_METHODS = ("vae", "beta_vae", "mim")
 # Coordinate-prediction tasks of DIM Sec. 4.3 / App. A.7 (both: Table 5's "coord" runs use both).
 COORDINATE_TASKS = ("none", "absolute", "relative", "both")
 PRECISIONS = ("off", "float16", "bfloat16")

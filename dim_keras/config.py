@@ -361,6 +361,14 @@ class TrainConfig:
         if self.method != "cpc" and self.estimator != defaults["estimator"]:
             raise UsageError(f"--estimator={self.estimator} is a setting of DIM's objective and "
                              f"--method={self.method} has no use for it: drop --estimator")
+        if self.method != "cpc":  # the critics' settings: the baselines have no critic
+            for name in ("embedding_dim", "score_scale", "global_layer_norm"):
+                if getattr(self, name) != defaults[name]:
+                    raise UsageError(f"--{name} is a setting of DIM's and CPC's critics and --method={self.method} "
+                                     f"has none: drop --{name}")
+            if self.method == "nat" and self.strategy != "default":
+                raise UsageError(f"--strategy={self.strategy}: --method=nat re-assigns its targets on the host for "
+                                 "one device's batch and trains on one device: drop --strategy")
 
     def check(self):
         self._check_method()
@@ -647,8 +655,9 @@ class CompareConfig:
     layers: tuple = setting(("conv", "fc", "y"), "Comma-separated encoder outputs for the classifiers.",
                             element=str, choices=choices.ENCODER_OUTPUTS, min_items=1)
     latent_measures: bool = setting(True, "Also the code measures of MIM's claims: active units of Y (Burda et "
-                                    "al. 2016, variance over test images > 0.01) and the reconstruction MSE of "
-                                    "the methods with a decoder.")
+                                    "al. 2016, variance of the posterior mean over test images > 0.01; for the "
+                                    "methods with a Gaussian posterior and N(0, I) prior: vae, beta_vae, mim) and "
+                                    "the reconstruction MSE of the methods with a decoder.")
     latent_png: str = setting(None, "PNG of the test images' Y on its first two principal components, one panel "
                               "per run, coloured by class.", path="output_file")
     output: str = setting(None, "JSON file for every run's results (written atomically).", path="output_file")
@@ -672,6 +681,9 @@ class CompareConfig:
             if not os.path.isfile(os.path.join(run_dir, "encoder", "saved_model.pb")):
                 raise UsageError(f"--run_dirs: {run_dir} has no exported encoder (encoder/saved_model.pb): is the "
                                  "run finished?")
+            if self.latent_measures and not os.path.isfile(os.path.join(run_dir, "model.keras")):
+                raise UsageError(f"--run_dirs: {run_dir} has no model.keras, which the reconstruction MSE of "
+                                 "--latent_measures reads: pass --nolatent_measures or a finished run")
             runs.append([settings.method, run_dir, settings])
         if self.labels:
             for run, label in zip(runs, self.labels):

@@ -54,43 +54,58 @@ def test_principal_plane_recovers_the_two_directions_of_largest_variance():
 
 # ------------------------------------------------------------------ the app
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """Two tiny digits runs: DIM(L) for one epoch, and the same encoder left untrained (0 steps is not a
-    run, so a second DIM run with another seed stands in)."""
+def runs(tmp_path_factory):
+    """Three tiny digits runs (one epoch of 2 steps): DIM(L) with two seeds and a VAE (a method with a decoder
+    and a Gaussian posterior)."""
     from dim_keras.config import TrainConfig
     from dim_keras.runs.train import train
 
     root = tmp_path_factory.mktemp("runs")
     dirs = []
-    for seed in (0, 1):
-        out = root / f"dim{seed}"
-        train(TrainConfig(epochs=1, steps_per_epoch=2, batch_size=32, y_dim=8, seed=seed, probe=False,
-                          monitor_every=0, verbose=0, output_dir=str(out)), log=lambda *a: None)
+    for method, seed in (("dim", 0), ("dim", 1), ("vae", 0)):
+        out = root / f"{method}{seed}"
+        train(TrainConfig(method=method, epochs=1, steps_per_epoch=2, batch_size=32, y_dim=8, seed=seed,
+                          probe=False, monitor_every=0, verbose=0, output_dir=str(out)), log=lambda *a: None)
         dirs.append(str(out))
     return dirs
 
 
-def test_compare_measures_every_run_on_the_same_images_and_writes_a_table_json_and_picture(two_runs, tmp_path):
+def test_compare_measures_every_run_on_the_same_images_and_writes_a_table_json_and_picture(runs, tmp_path):
+    import dim_keras
     from dim_keras.config import CompareConfig, EvaluateConfig
+    from dim_keras.data import load_evaluation_data
     from dim_keras.runs.compare import compare
-    from dim_keras.runs.evaluate import evaluate
+    from dim_keras.runs.evaluate import evaluate, open_encoder
 
     lines = []
-    report = compare(CompareConfig(run_dirs=tuple(two_runs), metrics=("logistic",), max_train=300, max_test=200,
+    report = compare(CompareConfig(run_dirs=tuple(runs), metrics=("logistic",), max_train=300, max_test=200,
                                    output=str(tmp_path / "c.json"), latent_png=str(tmp_path / "codes.png")),
                      log=lines.append)
-    assert list(report["runs"]) == ["dim-1", "dim-2"]  # repeated methods are numbered
+    assert list(report["runs"]) == ["dim-1", "dim-2", "vae"]  # repeated methods are numbered
     table = report["table"]
-    assert table.splitlines()[0].startswith("| Model | LogReg (conv) | LogReg (fc) | LogReg (Y) | AU (Y)")
+    assert table.splitlines()[0] == ("| Model | LogReg (conv) | LogReg (fc) | LogReg (Y) | AU (Y) | Rec. MSE (Y) |")
     assert table in "\n".join(lines) + "\n"
-    # each row equals apps/evaluate.py's own measurement of that run on the same subsets
-    for label, run_dir in zip(report["runs"], two_runs):
+    # the same test images apps/evaluate.py draws (the seeded subset, uint8)
+    size = open_encoder(os.path.join(runs[0], "encoder"))[2]
+    test_images = load_evaluation_data("digits", max_train=300, max_test=200, seed=0, crop=size).test_images
+    for label, run_dir in zip(report["runs"], runs):
+        measures = report["runs"][label]["measures"]
+        # each row equals apps/evaluate.py's own measurement of that run on the same subsets
         alone = evaluate(EvaluateConfig(encoder=os.path.join(run_dir, "encoder"), metrics=("logistic",),
                                         max_train=300, max_test=200), log=lambda *a: None)
-        assert report["runs"][label]["measures"]["logistic"] == alone["measures"]["logistic"]
-        assert "reconstruction_mse" not in report["runs"][label]["measures"]  # DIM has no decoder
-        assert report["runs"][label]["measures"]["active_units"]["y"] == sum(
-            v > 0.01 for v in report["runs"][label]["y_variances"])
+        assert measures["logistic"] == alone["measures"]["logistic"]
+        # active units from the exported encoder's own Y on those images (Gaussian-posterior methods only)
+        y = open_encoder(os.path.join(run_dir, "encoder"))[0](test_images)["y"]
+        np.testing.assert_allclose(report["runs"][label]["y_variances"], y.astype(np.float64).var(axis=0),
+                                   rtol=1e-4, atol=1e-9)
+        if label == "vae":
+            assert measures["active_units"]["y"] == int(np.sum(y.astype(np.float64).var(axis=0) > 0.01))
+            model = dim_keras.load_model(os.path.join(run_dir, "model.keras"))
+            recon = np.asarray(model.reconstruct(test_images))
+            expected = np.mean((recon.astype(np.float64) - test_images / 255.0) ** 2)
+            assert measures["reconstruction_mse"]["y"] == pytest.approx(expected, rel=1e-5)
+        else:  # DIM: no decoder, and Y's scale is arbitrary
+            assert "reconstruction_mse" not in measures and "active_units" not in measures
     assert json.loads((tmp_path / "c.json").read_text())["table"] == table
     assert (tmp_path / "codes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -104,19 +119,24 @@ def test_compare_measures_every_run_on_the_same_images_and_writes_a_table_json_a
     (["--run_dirs={run0}", "--metrics=logistic,logistic"], "--metrics lists a value twice"),
     (["--run_dirs={run0}", "--metrics=ms_ssim2"], "--metrics"),
     (["--run_dirs={run0}", "--nolatent_measures", "--latent_png={tmp}/a.png"], "--latent_png draws the code"),
+    (["--run_dirs={no_model}"], "has no model.keras"),
 ])
-def test_bad_input_is_one_line_and_exit_2(two_runs, tmp_path, args, message):
+def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, args, message):
+    import shutil
+
     (tmp_path / "empty").mkdir()
-    values = dict(run0=two_runs[0], run1=two_runs[1], missing=str(tmp_path / "nope"), empty=str(tmp_path / "empty"),
-                  tmp=str(tmp_path))
+    shutil.copytree(runs[0], tmp_path / "no_model")
+    (tmp_path / "no_model" / "model.keras").unlink()
+    values = dict(run0=runs[0], run1=runs[1], missing=str(tmp_path / "nope"), empty=str(tmp_path / "empty"),
+                  tmp=str(tmp_path), no_model=str(tmp_path / "no_model"))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "apps", "compare.py"),
                              *[a.format(**values) for a in args]], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert_usage_error(result, message, app="compare.py")
 
 
-def test_the_app_prints_the_table(two_runs):
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "apps", "compare.py"), f"--run_dirs={','.join(two_runs)}",
-                          "--labels=first,second", "--metrics=logistic", "--layers=y", "--max_train=200",
+def test_the_app_prints_the_table(runs):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "apps", "compare.py"), f"--run_dirs={','.join(runs)}",
+                          "--labels=first,second,third", "--metrics=logistic", "--layers=y", "--max_train=200",
                           "--max_test=100", "--verbose=0"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| first |" in run.stdout and "| second |" in run.stdout
+    assert "| first |" in run.stdout and "| third |" in run.stdout

@@ -66,18 +66,10 @@ class AdversarialAutoEncoder(BaselineModel):
     def __init__(self, encoder, decoder, prior="gaussian", adversarial_weight=1.0,
                  discriminator_units=(1000, 200), seed=None, **kwargs):
         super().__init__(encoder, seed=seed, **kwargs)
-        if prior not in priors_lib.PRIORS:
-            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(priors_lib.PRIORS)}")
         if not adversarial_weight >= 0:
             raise ValueError(f"adversarial_weight must be >= 0, got {adversarial_weight}")
-        if tuple(decoder.input_shape[1:]) != (self.latent_dim,):
-            raise ValueError(f"the decoder takes {tuple(decoder.input_shape[1:])} codes, the encoder's y has "
-                             f"{self.latent_dim} units")
-        if tuple(decoder.output_shape[1:]) != self.image_shape:
-            raise ValueError(f"the decoder makes {tuple(decoder.output_shape[1:])} images, the encoder takes "
-                             f"{self.image_shape}")
-        self.decoder = decoder
-        self.prior = prior
+        self._set_decoder(decoder)
+        self.prior = self._check_prior(prior)
         self.adversarial_weight = float(adversarial_weight)
         self.discriminator_units = tuple(int(u) for u in discriminator_units)
         self.discriminator = priors_lib.PriorDiscriminator(self.discriminator_units, name="prior_discriminator")
@@ -94,6 +86,10 @@ class AdversarialAutoEncoder(BaselineModel):
         (:func:`~dim_keras.priors.match_to_prior_space`: ``uniform`` squashes it by a sigmoid)."""
         features = self.encoder(images, training=training)
         return features, priors_lib.match_to_prior_space(features["y"], self.prior)
+
+    def reconstruction_code(self, images):
+        """The code the decoder reads (``y`` in the prior's support), evaluation mode."""
+        return ops.cast(self.code(images, training=False)[1], "float32")
 
     def reconstruction(self, images, z, training=False):
         """``-log p(x | z)`` per image (nats, ``[B]``): Bernoulli on the [0, 1] intensities."""

@@ -8,10 +8,11 @@ alike: ``y`` is the code, the latent *mean* of the probabilistic models), a seed
 """
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from dim_keras import encoders as _encoders  # noqa: F401  registers the folded encoder's layers
-from dim_keras.models import TwoObjectiveModel, as_unit_floats
+from dim_keras.models import TwoObjectiveModel, _check_batch_size, as_unit_floats
+from dim_keras.priors import PRIORS
 
 
 class BaselineModel(TwoObjectiveModel):
@@ -39,6 +40,37 @@ class BaselineModel(TwoObjectiveModel):
         self.image_shape = tuple(int(d) for d in encoder.input_shape[1:])
         self.latent_dim = int(encoder.output["y"].shape[-1])
         self.log_variance_head = None
+
+    def _check_batch(self, batch):
+        _check_batch_size(batch, type(self).__name__, "batch normalisation needs two")
+
+    def _set_decoder(self, decoder):
+        """Sets ``self.decoder`` (a ``keras.Model`` ``[B, latent_dim] -> [B, H, W, C]`` of pre-activation
+        outputs, :func:`~dim_keras.baselines.decoders.build_decoder`); ValueError unless it maps this encoder's
+        code back to its images."""
+        inputs = tuple(decoder.input_shape[1:])
+        outputs = tuple(int(d) for d in decoder.output_shape[1:])
+        if inputs != (self.latent_dim,) or outputs != self.image_shape:
+            raise ValueError(f"the decoder maps {inputs} to {outputs}; the encoder needs ({self.latent_dim},) -> "
+                             f"{self.image_shape}")
+        self.decoder = decoder
+
+    @staticmethod
+    def _check_prior(prior):
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        return prior
+
+    def reconstruction_code(self, images):
+        """The code the decoder reconstructs from in evaluation: ``y`` (the posterior mean), float32."""
+        return ops.cast(self.encoder(images, training=False)["y"], "float32")
+
+    def reconstruct(self, images):
+        """``sigmoid(decoder(code))``: [0, 1] reconstructions of uint8 or [0, 1] float ``images`` in evaluation
+        mode (the code: :meth:`reconstruction_code`); what ``apps/compare.py``'s reconstruction MSE reads.
+        Only for the models with a decoder."""
+        code = self.reconstruction_code(as_unit_floats(images))
+        return ops.sigmoid(ops.cast(self.decoder(code, training=False), "float32"))
 
     def _add_gaussian_posterior(self):
         """Adds ``q(z|x) = N(y(x), diag(exp(log_variance(x))))``: the encoder's linear ``y`` is the mean

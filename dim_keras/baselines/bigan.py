@@ -131,16 +131,8 @@ class BiGAN(BaselineModel):
                  discriminator_x_units=256, discriminator_z_units=256, discriminator_joint_units=(512, 128),
                  seed=None, **kwargs):
         super().__init__(encoder, seed=seed, **kwargs)
-        if prior not in priors_lib.PRIORS:
-            raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(priors_lib.PRIORS)}")
-        if tuple(decoder.input_shape[1:]) != (self.latent_dim,):
-            raise ValueError(f"the generator takes {tuple(decoder.input_shape[1:])} codes, the encoder's y has "
-                             f"{self.latent_dim} units")
-        if tuple(decoder.output_shape[1:]) != self.image_shape:
-            raise ValueError(f"the generator makes {tuple(decoder.output_shape[1:])} images, the encoder takes "
-                             f"{self.image_shape}")
-        self.decoder = decoder
-        self.prior = prior
+        self._set_decoder(decoder)
+        self.prior = self._check_prior(prior)
         self.discriminator = JointDiscriminator(discriminator_widths, discriminator_x_units, discriminator_z_units,
                                                 discriminator_joint_units, name="joint_discriminator")
         self.discriminator.build([(None, *self.image_shape), (None, self.latent_dim)])
@@ -154,6 +146,10 @@ class BiGAN(BaselineModel):
         """``E(x)``: the encoder's ``y`` of [0, 1] ``images``, in the prior's support
         (:func:`~dim_keras.priors.match_to_prior_space`; ``y`` itself for the Gaussian prior)."""
         return priors_lib.match_to_prior_space(self.encoder(images, training=training)["y"], self.prior)
+
+    def reconstruction_code(self, images):
+        """``E(x)`` in evaluation mode: :meth:`reconstruct` is ``G(E(x))``, BiGAN's reconstruction."""
+        return ops.cast(self.infer(images, training=False), "float32")
 
     def generate(self, z, training=False):
         """``G(z)``: [0, 1] float32 images of codes ``z``."""

@@ -23,20 +23,10 @@ def gaussian_log_density(x, mean, log_variance):
     return -0.5 * _sum_event(LOG_2PI + log_variance + ops.square(x - mean) * ops.exp(-log_variance))
 
 
-def standard_normal_log_density(x):
-    """``log N(x; 0, I)`` per example."""
-    return -0.5 * _sum_event(LOG_2PI + ops.square(x))
-
-
 def gaussian_kl_to_standard_normal(mean, log_variance):
     """``KL(N(mean, diag(exp(log_variance))) || N(0, I))`` per example, in closed form (Kingma & Welling
     2014, App. B): ``1/2 sum [mean^2 + var - 1 - log var]``."""
     return 0.5 * _sum_event(ops.square(mean) + ops.exp(log_variance) - 1.0 - log_variance)
-
-
-def gaussian_entropy(log_variance):
-    """Differential entropy of ``N(., diag(exp(log_variance)))`` per example: ``1/2 sum [log 2 pi e + log var]``."""
-    return 0.5 * _sum_event(LOG_2PI + 1.0 + log_variance)
 
 
 def sample_gaussian(mean, log_variance, seed):

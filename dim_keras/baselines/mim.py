@@ -136,13 +136,7 @@ class MutualInformationMachine(BaselineModel):
 
     def __init__(self, encoder, decoder, num_components=NUM_COMPONENTS, seed=None, **kwargs):
         super().__init__(encoder, seed=seed, **kwargs)
-        self.decoder = decoder
-        decoder_out = tuple(int(d) for d in decoder.output_shape[1:])
-        if decoder_out != self.image_shape:
-            raise ValueError(f"the decoder outputs {decoder_out} images, the encoder takes {self.image_shape}")
-        if int(decoder.input_shape[-1]) != self.latent_dim:
-            raise ValueError(f"the decoder takes {decoder.input_shape[-1]}-d codes, the encoder's y is "
-                             f"{self.latent_dim}-d")
+        self._set_decoder(decoder)
         self.num_components = int(num_components)
         if self.num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}")
@@ -197,22 +191,6 @@ class MutualInformationMachine(BaselineModel):
                  "mutual_information": batch_mutual_information(*(ops.stop_gradient(t[k])
                                                                  for k in ("z", "mean", "log_variance")))}
         return loss, terms, None
-
-    # ------------------------------------------------------------------ evaluation helpers
-    def reconstruct(self, images):
-        """``sigmoid(decoder(posterior mean))``: [0, 1] reconstructions of uint8 or [0, 1] float images."""
-        from dim_keras.models import as_unit_floats
-
-        _, mean, _ = self.bounded_posterior(as_unit_floats(images), training=False)
-        return ops.sigmoid(ops.cast(self.decoder(mean, training=False), "float32"))
-
-    def posterior_samples(self, images, samples=1):
-        """``[samples, B, D]`` reparameterised draws from ``q(z|x)`` of uint8 or [0, 1] float images."""
-        from dim_keras.models import as_unit_floats
-
-        _, mean, log_variance = self.bounded_posterior(as_unit_floats(images), training=False)
-        return ops.stack([distributions.sample_gaussian(mean, log_variance, self.seed_generator)
-                          for _ in range(int(samples))])
 
     def get_config(self):
         return {**super().get_config(), "decoder": keras.saving.serialize_keras_object(self.decoder),

@@ -76,14 +76,6 @@ def negative_elbo(images, decoder_output, mean, log_variance, beta=1.0, likeliho
     return loss, terms
 
 
-def _check_decoder(decoder, latent_dim, image_shape):
-    inputs = tuple(decoder.input_shape[1:])
-    outputs = tuple(int(d) for d in decoder.output_shape[1:])
-    if inputs != (latent_dim,) or outputs != tuple(image_shape):
-        raise ValueError(f"the decoder maps {inputs} to {outputs}; the encoder needs "
-                         f"({latent_dim},) -> {tuple(image_shape)}")
-
-
 @keras.saving.register_keras_serializable(package="dim_keras")
 class AutoEncoder(BaselineModel):
     """The deterministic auto-encoder: ``z = y(x)``, loss ``mean over images of -log p(x | decoder(y))``
@@ -99,15 +91,12 @@ class AutoEncoder(BaselineModel):
         seed: seeds the model's random draws.
     """
 
-    variational = False
-
     def __init__(self, encoder, decoder, likelihood="bernoulli", observation_log_variance=0.0, seed=None,
                  **kwargs):
         super().__init__(encoder, seed=seed, **kwargs)
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}")
-        _check_decoder(decoder, self.latent_dim, self.image_shape)
-        self.decoder = decoder
+        self._set_decoder(decoder)
         self.likelihood = likelihood
         self.observation_log_variance = float(observation_log_variance)
         self._init_posterior()
@@ -134,8 +123,9 @@ class AutoEncoder(BaselineModel):
     def reconstruct(self, images):
         """The decoder's image of the code of uint8 or [0, 1] float ``images`` (the posterior mean for the
         VAEs; evaluation mode): ``sigmoid`` of the logits (``bernoulli``) or the mean (``gaussian``)."""
-        output = ops.cast(self.decoder(self.code(as_unit_floats(images)), training=False), "float32")
-        return ops.sigmoid(output) if self.likelihood == "bernoulli" else output
+        if self.likelihood == "bernoulli":
+            return super().reconstruct(images)
+        return ops.cast(self.decoder(self.reconstruction_code(as_unit_floats(images)), training=False), "float32")
 
     def get_config(self):
         return {**super().get_config(), "decoder": keras.saving.serialize_keras_object(self.decoder),
@@ -153,7 +143,6 @@ class VariationalAutoEncoder(AutoEncoder):
         beta: the KL term's weight (Higgins et al. 2017, eq. 4).
     """
 
-    variational = True
 
     def __init__(self, encoder, decoder, beta=1.0, **kwargs):
         if not beta >= 0:

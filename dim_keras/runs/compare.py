@@ -13,22 +13,19 @@ import os
 import numpy as np
 
 from dim_keras import io
+from dim_keras.choices import GAUSSIAN_POSTERIOR_METHODS
 from dim_keras.config import validate
-from dim_keras.errors import UsageError, first_line
+from dim_keras.errors import UsageError
 
 
 def _reconstruction(run_dir, test_images, batch_size):
     """The reconstruction MSE per pixel of the run's ``model.keras`` on ``test_images``, or None when its
     method has no decoder (DIM, CPC, NAT)."""
-    import dim_keras
     from dim_keras.evaluation.latents import reconstruction_error
+    from dim_keras.runs.evaluate import load_keras_file
 
-    path = os.path.join(run_dir, "model.keras")
-    try:
-        model = dim_keras.load_model(path)
-    except Exception as error:  # a missing or foreign file is a user mistake here
-        raise UsageError(f"--run_dirs: cannot load {path} ({type(error).__name__}: {first_line(error)})") from None
-    if not hasattr(model, "reconstruct"):
+    model = load_keras_file(os.path.join(run_dir, "model.keras"), "--run_dirs")
+    if not hasattr(model, "decoder"):
         return None
     return reconstruction_error(lambda images: np.asarray(model.reconstruct(images)), test_images, batch_size)
 
@@ -46,7 +43,8 @@ def compare(config, log=print):
     first = runs[0][2]
     dataset = config.dataset or first.dataset
     data_dir = config.data_dir or (first.data_dir if dataset == first.dataset else None)
-    encoders = [(label, run_dir, settings, *open_encoder(os.path.join(run_dir, "encoder"), config.batch_size))
+    encoders = [(label, run_dir, settings,
+                 *open_encoder(os.path.join(run_dir, "encoder"), config.batch_size, flag="--run_dirs"))
                 for label, run_dir, settings in runs]
     sizes = {label: size for label, _, _, _, _, size in encoders}
     if len(set(sizes.values())) > 1:
@@ -69,7 +67,8 @@ def compare(config, log=print):
             options={m: o for m, o in options.items() if m in config.metrics}, verbose=0)
         if config.latent_measures:
             count, variances = active_units(features.test["y"])
-            result["measures"]["active_units"] = {"y": count}
+            if settings.method in GAUSSIAN_POSTERIOR_METHODS:  # elsewhere Y's scale is arbitrary (latents.py)
+                result["measures"]["active_units"] = {"y": count}
             result["y_variances"] = [float(v) for v in variances]
             mse = _reconstruction(run_dir, data.test_images, config.batch_size)
             if mse is not None:

@@ -17,7 +17,18 @@ from dim_keras.errors import UsageError, first_line
 PIXEL_METRICS = ("semi_supervised", "ms_ssim", "mine", "neighbours")
 
 
-def open_encoder(path, batch_size=256):
+def load_keras_file(path, flag="--encoder"):
+    """``dim_keras.load_model(path)``; a file that does not load is a one-line :class:`UsageError` naming
+    ``flag``."""
+    import dim_keras
+
+    try:
+        return dim_keras.load_model(path)
+    except Exception as error:  # a corrupt or foreign file is a user mistake here
+        raise UsageError(f"{flag}={path}: cannot load the keras model ({type(error).__name__})") from None
+
+
+def open_encoder(path, batch_size=256, flag="--encoder"):
     """``(encoder_fn, encoder_model, (height, width))`` of an exported encoder.
 
     ``path`` is a SavedModel directory of :func:`dim_keras.export.export_encoder`
@@ -25,16 +36,12 @@ def open_encoder(path, batch_size=256):
     ``.encoder`` is used).  ``encoder_fn`` maps uint8 images to a dict of
     features; ``encoder_model`` is the trainable keras encoder (``.keras``
     only: semi-supervised fine-tuning needs it) or None.  A file that does not
-    load is a :class:`UsageError`.
+    load is a :class:`UsageError` naming ``flag``.
     """
     if path.endswith(".keras"):
-        import dim_keras
         from dim_keras.evaluation import keras_encoder_fn
 
-        try:
-            model = dim_keras.load_model(path)
-        except Exception as error:  # a corrupt or foreign file is a user mistake here
-            raise UsageError(f"--encoder={path}: cannot load the keras model ({type(error).__name__})") from None
+        model = load_keras_file(path, flag)
         encoder = getattr(model, "encoder", None)
         if encoder is not None:
             model = encoder
@@ -44,7 +51,7 @@ def open_encoder(path, batch_size=256):
     try:
         encoder = load_encoder(path, batch_size=batch_size)
     except (ValueError, KeyError, OSError) as error:
-        raise UsageError(f"--encoder={path}: {first_line(error)}") from None
+        raise UsageError(f"{flag}={path}: {first_line(error)}") from None
     return encoder, None, tuple(encoder.input_shape[:2])
 
 

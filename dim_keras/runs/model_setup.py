@@ -66,13 +66,28 @@ def negatives_of(config):
     return config.negatives
 
 
+def _initialise_and_compile(model, config, steps_per_epoch, **optimizers):
+    """The recipe's layer defaults (torch's init and BN settings for ``paper``) on ``model``, then ``compile``
+    with Adam (:func:`dim_keras.models.default_optimizer` at the recipe's rate and schedule) for every
+    optimizer ``model`` takes (``optimizers``: each name -> whether the model needs it)."""
+    from dim_keras.models import default_optimizer
+
+    if config.recipe_settings()["layer_defaults"] == "torch":
+        from dim_keras.initializers import apply_torch_layer_defaults
+        apply_torch_layer_defaults(model, seed=config.seed)
+    optimizer = default_optimizer(learning_rate(config, steps_per_epoch))  # created first, as before
+    extra = {name: default_optimizer(learning_rate(config, steps_per_epoch)) if needed else None
+             for name, needed in optimizers.items()}
+    model.compile(optimizer=optimizer, **extra, jit_compile=jit_compile(config))
+    return model
+
+
 def build_cpc(config, encoder, encoder_name, steps_per_epoch=None):
     """``--method=cpc``: :class:`dim_keras.cpc.ContrastivePredictiveCoding` on ``encoder``, compiled with one
     Adam (:func:`dim_keras.models.default_optimizer`, the recipe's rate and schedule).  The recipe's Y-embedding
     layer norm and score scale apply to its encode-and-dot predictors; UsageError for a local grid of fewer
     rows than CPC predicts ahead + 1."""
     from dim_keras.cpc import ContrastivePredictiveCoding, check_grid
-    from dim_keras.models import default_optimizer
 
     try:
         check_grid(*encoder.output["local"].shape[1:3])
@@ -82,11 +97,7 @@ def build_cpc(config, encoder, encoder_name, steps_per_epoch=None):
     model = ContrastivePredictiveCoding(encoder, embedding_dim=config.embedding_dim,
                                         global_layer_norm=recipe["global_layer_norm"],
                                         score_scale=recipe["score_scale"])
-    if config.recipe_settings()["layer_defaults"] == "torch":
-        from dim_keras.initializers import apply_torch_layer_defaults
-        apply_torch_layer_defaults(model, seed=config.seed)
-    model.compile(optimizer=default_optimizer(learning_rate(config, steps_per_epoch)), jit_compile=jit_compile(config))
-    return model
+    return _initialise_and_compile(model, config, steps_per_epoch)
 
 
 def build_baseline(config, encoder, encoder_name, input_shape, steps_per_epoch=None, num_examples=None):
@@ -94,21 +105,14 @@ def build_baseline(config, encoder, encoder_name, input_shape, steps_per_epoch=N
     on ``encoder``, compiled with Adam (:func:`dim_keras.models.default_optimizer`, the recipe's rate and
     schedule) for the representation and, for the adversarial methods, a second one for the adversary."""
     from dim_keras.baselines import build_baseline as build
-    from dim_keras.models import default_optimizer
 
     try:
         model = build(config, encoder, encoder_name, input_shape, steps_per_epoch=steps_per_epoch,
                       num_examples=num_examples)
     except ValueError as err:
         raise UsageError(f"--method={config.method} with the {encoder_name} encoder: {err}") from None
-    if config.recipe_settings()["layer_defaults"] == "torch":
-        from dim_keras.initializers import apply_torch_layer_defaults
-        apply_torch_layer_defaults(model, seed=config.seed)
-    discriminator_optimizer = (default_optimizer(learning_rate(config, steps_per_epoch))
-                               if model.discriminator_variables else None)
-    model.compile(optimizer=default_optimizer(learning_rate(config, steps_per_epoch)),
-                  discriminator_optimizer=discriminator_optimizer, jit_compile=jit_compile(config))
-    return model
+    return _initialise_and_compile(model, config, steps_per_epoch,
+                                   discriminator_optimizer=bool(model.discriminator_variables))
 
 
 def build_model(config, input_shape, steps_per_epoch=None, num_examples=None):
@@ -116,7 +120,7 @@ def build_model(config, input_shape, steps_per_epoch=None, num_examples=None):
     models: :func:`build_baseline`), compiled (call in the strategy scope); ``steps_per_epoch`` sets the
     horizon of a recipe's learning-rate schedule (:func:`learning_rate`), ``num_examples`` is the training
     split's size (NAT keeps one target per image).  UsageError for an input shape the encoder cannot take."""
-    from dim_keras.models import DeepInfoMax, default_optimizer
+    from dim_keras.models import DeepInfoMax
 
     encoder_name = resolved_encoder_name(config, input_shape)
     try:
@@ -150,10 +154,4 @@ def build_model(config, input_shape, steps_per_epoch=None, num_examples=None):
         coordinate_weight=config.coordinate_weight, negatives=negatives_of(config),
         num_globals=config.num_globals, seed=config.seed,
         **recipe_model_settings(config))
-    if config.recipe_settings()["layer_defaults"] == "torch":
-        from dim_keras.initializers import apply_torch_layer_defaults
-        apply_torch_layer_defaults(model, seed=config.seed)
-    optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
-    d_optimizer = default_optimizer(learning_rate(config, steps_per_epoch))
-    model.compile(optimizer=optimizer, discriminator_optimizer=d_optimizer, jit_compile=jit_compile(config))
-    return model
+    return _initialise_and_compile(model, config, steps_per_epoch, discriminator_optimizer=True)
