@@ -234,5 +234,5 @@ def test_build_gives_the_recipe_model_and_checks_its_decoder():
     assert model.num_components == mim.NUM_COMPONENTS == 500 and model.seed == 5
     assert tuple(model.pseudo_inputs.shape) == (500, 8, 8, 3) and not model.compiled
     wrong = build_decoder("small", (16, 16, 3), 8, fc_units=(16,), widths=(8, 8, 8))
-    with pytest.raises(ValueError, match="outputs"):
+    with pytest.raises(ValueError, match="the decoder maps"):
         mim.MutualInformationMachine(encoder, wrong)
