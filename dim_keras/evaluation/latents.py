@@ -61,12 +61,16 @@ def latent_picture(codes_by_model, labels, path, class_names=None):
 
     plt = pyplot()
     names = list(codes_by_model)
-    figure, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
+    columns = min(len(names), 5)
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
     labels = np.asarray(labels)
     classes = np.unique(labels)
     colours = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     with drawing(figure, path):
-        for axis, name in zip(axes[0], names):
+        for axis in axes.flat[len(names):]:
+            axis.axis("off")
+        for axis, name in zip(axes.flat, names):
             plane = principal_plane(codes_by_model[name])
             for k, label in enumerate(classes):
                 chosen = labels == label
@@ -76,4 +80,4 @@ def latent_picture(codes_by_model, labels, path, class_names=None):
             axis.set_xticks([])
             axis.set_yticks([])
         if len(classes) <= 10:
-            axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3, fontsize=7)
+            axes.flat[columns - 1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=3, fontsize=7)
