@@ -89,6 +89,14 @@ def setting(default, help, *, choices=None, minimum=None, maximum=None, above=No
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def refuse_repeated_values(config, *names):
+    """UsageError for the first of ``config``'s list settings ``names`` that lists a value twice."""
+    for name in names:
+        values = getattr(config, name)
+        if len(set(values)) != len(values):
+            raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+
+
 def nested(config_cls, help, *, only=None, exclude=(), **defaults):
     """A field holding another config; its flags are those of ``config_cls``
     (all, or ``only`` these, minus ``exclude``), with ``defaults`` overridden."""
@@ -610,10 +618,7 @@ class EvaluateConfig:
                        for name in ("saved_model.pb", "saved_model.pbtxt")):
                 raise UsageError(f"--encoder={self.encoder} holds no SavedModel (saved_model.pb); pass the "
                                  "encoder/ directory of a training run, or a .keras file")
-        for name in ("metrics", "layers"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(values)}")
+        refuse_repeated_values(self, "metrics", "layers")
         # The train and test splits of celeb_a carry 40 binary attributes; those of the others, classes.
         attributes = self.dataset == "celeb_a"
         for metric in self.metrics:
@@ -704,10 +709,7 @@ class CompareConfig:
             raise UsageError(f"--labels gives {len(self.labels)} labels for {len(self.run_dirs)} --run_dirs")
         if len(set(self.labels)) != len(self.labels):
             raise UsageError("--labels lists a label twice")
-        for name in ("metrics", "layers"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(values)}")
+        refuse_repeated_values(self, "metrics", "layers")
         runs = self.run_settings()
         if self.dataset is None:
             datasets = {settings.dataset for _, _, settings in runs}
@@ -924,10 +926,7 @@ class MILabConfig:
             raise UsageError("--data_dir applies to --dataset=mnist (the digits ship with scikit-learn)")
         if self.experiment == "negatives" and (self.dataset != "digits" or self.data_dir is not None):
             raise UsageError("negatives runs on synthetic Gaussians (App. E): --dataset and --data_dir do not apply")
-        for name in ("estimators", "critics", "targets", "encoders"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        refuse_repeated_values(self, "estimators", "critics", "targets", "encoders")
         if (self.experiment in ("target_mi", "encoders") and "infonce" in self.estimators
                 and max(self.targets) >= math.log(self.batch_size)):
             raise UsageError(f"--targets={max(self.targets):g} is out of reach of I_NCE, which is at most "
@@ -1089,10 +1088,7 @@ class AblationConfig:
                                 epochs=5, probe=False, monitor_every=0, verbose=0)
 
     def check(self):
-        for name in ("alphas", "betas", "gammas"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        refuse_repeated_values(self, "alphas", "betas", "gammas")
         for name in ("alpha_range", "beta_range", "gamma_range"):
             values = getattr(self, name)
             if len(values) != 2 or not values[0] < values[1]:
@@ -1264,10 +1260,7 @@ class CompareQualityConfig:
         dataset="cifar10", epochs=10, monitor_every=1, verbose=2)
 
     def check(self):
-        for name in ("arms", "seeds"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        refuse_repeated_values(self, "arms", "seeds")
         if self.train.dataset in WITHOUT_CLASS_LABELS:
             raise UsageError(f"the linear probe needs class labels and {self.train.dataset} has none (its labels "
                              "are attributes)")
@@ -1323,10 +1316,7 @@ class NegativesSweepConfig:
         return sorted({2 ** k for k in range(int(math.log2(most)) + 1)} | {most})
 
     def check(self):
-        for name in ("estimators", "negatives"):
-            values = getattr(self, name)
-            if len(set(values)) != len(values):
-                raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
+        refuse_repeated_values(self, "estimators", "negatives")
         most = self.train.batch_size - 1
         too_many = [k for k in self.negatives if k > most]
         if too_many:

@@ -149,7 +149,7 @@ def test_the_models_loss_is_the_a_mim_loss_of_its_own_tensors():
     np.testing.assert_allclose(float(_np(terms["log_posterior"])), np.mean(lqzx), rtol=1e-4)
     np.testing.assert_allclose(float(_np(terms["log_marginal"])), np.mean(lqx), rtol=1e-4)
     # The y the encoder exports is the posterior mean.
-    np.testing.assert_allclose(_np(model.encode(images)["y"]), mean, rtol=1e-6)
+    np.testing.assert_allclose(_np(model(images)["y"]), mean, rtol=1e-6)
 
 
 # -------------------------------------------------------------------------------- training

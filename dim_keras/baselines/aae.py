@@ -87,9 +87,9 @@ class AdversarialAutoEncoder(BaselineModel):
         features = self.encoder(images, training=training)
         return features, priors_lib.match_to_prior_space(features["y"], self.prior)
 
-    def reconstruction_code(self, images):
-        """The code the decoder reads (``y`` in the prior's support), evaluation mode."""
-        return ops.cast(self.code(images, training=False)[1], "float32")
+    def reconstruction_code(self, images, training=False):
+        """The code the decoder reads (``y`` in the prior's support)."""
+        return ops.cast(self.code(images, training=training)[1], "float32")
 
     def reconstruction(self, images, z, training=False):
         """``-log p(x | z)`` per image (nats, ``[B]``): Bernoulli on the [0, 1] intensities."""

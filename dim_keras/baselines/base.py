@@ -61,9 +61,9 @@ class BaselineModel(TwoObjectiveModel):
             raise ValueError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
         return prior
 
-    def reconstruction_code(self, images):
-        """The code the decoder reconstructs from in evaluation: ``y`` (the posterior mean), float32."""
-        return ops.cast(self.encoder(images, training=False)["y"], "float32")
+    def reconstruction_code(self, images, training=False):
+        """The code the decoder reads without sampling: ``y`` (the posterior mean), float32."""
+        return ops.cast(self.encoder(images, training=training)["y"], "float32")
 
     def reconstruct(self, images):
         """``sigmoid(decoder(code))``: [0, 1] reconstructions of uint8 or [0, 1] float ``images`` in evaluation
@@ -111,10 +111,6 @@ class BaselineModel(TwoObjectiveModel):
         for name, value in values.items():
             if name in self.trackers:
                 self.trackers[name].update_state(value)
-
-    def encode(self, images, training=False):
-        """The encoder's feature dict of uint8 or [0, 1] float images (``y``: the code)."""
-        return self.encoder(as_unit_floats(images), training=training)
 
     def get_config(self):
         return {"name": self.name, "encoder": keras.saving.serialize_keras_object(self.encoder), "seed": self.seed}

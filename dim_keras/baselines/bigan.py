@@ -147,9 +147,9 @@ class BiGAN(BaselineModel):
         (:func:`~dim_keras.priors.match_to_prior_space`; ``y`` itself for the Gaussian prior)."""
         return priors_lib.match_to_prior_space(self.encoder(images, training=training)["y"], self.prior)
 
-    def reconstruction_code(self, images):
-        """``E(x)`` in evaluation mode: :meth:`reconstruct` is ``G(E(x))``, BiGAN's reconstruction."""
-        return ops.cast(self.infer(images, training=False), "float32")
+    def reconstruction_code(self, images, training=False):
+        """``E(x)``: :meth:`reconstruct` is ``G(E(x))``, BiGAN's reconstruction."""
+        return ops.cast(self.infer(images, training=training), "float32")
 
     def generate(self, z, training=False):
         """``G(z)``: [0, 1] float32 images of codes ``z``."""

@@ -112,13 +112,9 @@ class AutoEncoder(BaselineModel):
         return reconstruction_nll(images, decoder_output, self.likelihood, self.observation_log_variance)
 
     def _representation_objective(self, images, extra, training):
-        code = self.code(images, training=training)
+        code = self.reconstruction_code(images, training=training)
         reconstruction = ops.mean(self._reconstruction_nll(images, self.decoder(code, training=training)))
         return reconstruction, {"reconstruction": reconstruction}, None
-
-    def code(self, images, training=False):
-        """The decoder's input without sampling: ``y`` (the posterior mean for the VAEs), float32."""
-        return ops.cast(self.encoder(images, training=training)["y"], "float32")
 
     def reconstruct(self, images):
         """The decoder's image of the code of uint8 or [0, 1] float ``images`` (the posterior mean for the
@@ -142,7 +138,6 @@ class VariationalAutoEncoder(AutoEncoder):
         encoder, decoder, likelihood, observation_log_variance, seed: as :class:`AutoEncoder`.
         beta: the KL term's weight (Higgins et al. 2017, eq. 4).
     """
-
 
     def __init__(self, encoder, decoder, beta=1.0, **kwargs):
         if not beta >= 0:
