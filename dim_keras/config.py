@@ -36,18 +36,25 @@ PAPER_EPOCHS = 200
 #     0.05 * mean(s^2), 20 * tanh(s / 20)); the scale multiplies the scores of every critic of the model.
 #   pad_crop_flip: the standard CIFAR augmentation (reflect-pad 4, random crop back, random flip) for datasets
 #     the paper trains without augmentation; datasets with the paper's own crops (STL-10) keep those.
+#   colour_jitter: SimCLR/AMDIM's colour distortion after the crop and flip (dim_keras.data.make_dataset).
+#   views: 1, or 2 for AMDIM's two views: Y from one augmented view of an image, the local features from
+#     another, independently augmented one (DeepInfoMax's docstring).
 #   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
 #   layer_defaults: keras (glorot kernels, BN momentum 0.99 / eps 1e-3) or torch (the authors' step runs with
 #     torch's: kaiming-uniform, BN 0.9 / 1e-5; dim_keras.initializers).
 # A recipe's score_scale that means 1 / sqrt(--embedding_dim), AMDIM's scale for encode-and-dot scores.
 INVERSE_SQRT_WIDTH = "1/sqrt(embedding_dim)"
-# The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip).
-RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule", "layer_defaults")
+# The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip and
+# colour_jitter).
+RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule", "layer_defaults",
+                "views")
 RECIPES = {
     "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
-              "pad_crop_flip": False, "learning_rate": 1e-4, "lr_schedule": "constant", "layer_defaults": "torch"},
+              "pad_crop_flip": False, "colour_jitter": False, "views": 1, "learning_rate": 1e-4,
+              "lr_schedule": "constant", "layer_defaults": "torch"},
     "improved": {"global_layer_norm": True, "score_scale": INVERSE_SQRT_WIDTH, "score_penalty": 0.05,
-                 "score_clip": 20.0, "pad_crop_flip": True, "learning_rate": 5e-4, "lr_schedule": "cosine",
+                 "score_clip": 20.0, "pad_crop_flip": True, "colour_jitter": False, "views": 1,
+                 "learning_rate": 5e-4, "lr_schedule": "cosine",
                  "layer_defaults": "keras"},
 }
 PROBE_FEATURES = ("y", "fc", "conv")
@@ -58,6 +65,9 @@ PROBE_FEATURES = ("y", "fc", "conv")
 # monitoring every epoch, under 2 % every 5th, which leaves room for accelerators, where training is faster
 # and the probes (scikit-learn, on the CPU) are not.
 DEFAULT_MONITOR_EVERY = 5
+# Datasets whose pretraining has augmentation of its own (STL-10's random crops and flips, Sec. 4), so that
+# --views=2 needs no --augment there; TFRecords have their source's (runs.train.augmentation checks them).
+DATASETS_WITH_OWN_AUGMENTATION = ("stl10", "tfrecord")
 WITHOUT_CLASS_LABELS = ("celeb_a",)
 
 # Path kinds of a field's ``path`` metadata and the check each gets.
@@ -244,9 +254,14 @@ class TrainConfig:
                                    "paper, 0.05 for improved).", minimum=0.0)
     score_clip: float = setting(None, "Soft-clip scores to c * tanh(s / c); 0 = off (default: the recipe's: off "
                                 "for paper, 20 as AMDIM for improved).", minimum=0.0)
-    augment: str = setting(None, "Training augmentation where the dataset has none of the paper's: none or "
-                           "pad_crop_flip (reflect-pad 1/8 of the side, random crop, random flip; default: the "
-                           "recipe's: none for paper, pad_crop_flip for improved).", choices=choices.AUGMENTATIONS)
+    augment: str = setting(None, "Training augmentation where the dataset has none of the paper's: none, "
+                           "pad_crop_flip (reflect-pad 1/8 of the side, random crop, random flip) or "
+                           "pad_crop_flip_colour (then SimCLR's colour distortion: brightness, contrast, saturation, "
+                           "grey; default: the recipe's: none for paper, pad_crop_flip for improved).",
+                           choices=choices.AUGMENTATIONS)
+    views: int = setting(None, "2: AMDIM's two views, Y from one augmented copy of each image and the local "
+                         "features from another, independently augmented one (needs augmentation); 1: one view "
+                         "(default: the recipe's: 1).", choices=(1, 2))
     lr_schedule: str = setting(None, "Learning-rate schedule: constant or cosine (decay to 0 over the run; "
                                "default: the recipe's: constant for paper, cosine for improved).",
                                choices=choices.LR_SCHEDULES)
@@ -344,7 +359,8 @@ class TrainConfig:
     # defaults, so that no one believes they shaped a CPC run.
     DIM_ONLY_SETTINGS: typing.ClassVar[tuple] = (
         "alpha", "beta", "gamma", "prior", "prior_gradient_penalty", "local_critic", "local_samples", "negatives",
-        "occlusion", "coordinate_prediction", "coordinate_weight", "num_globals", "score_penalty", "score_clip")
+        "occlusion", "coordinate_prediction", "coordinate_weight", "num_globals", "score_penalty", "score_clip",
+        "views")
 
     # Settings of one method only: refused with any other unless at their defaults.
     METHOD_SETTINGS: typing.ClassVar[dict] = {"vae_beta": ("beta_vae",), "nat_reassign_every": ("nat",)}
@@ -388,6 +404,11 @@ class TrainConfig:
         if self.num_globals and self.beta == 0:
             raise UsageError("--num_globals needs the local MI term (--beta > 0): the less-global features are "
                              "scored against the local features")
+        recipe = self.recipe_settings()
+        if (recipe["views"] == 2 and self.method == "dim" and not recipe["pad_crop_flip"]
+                and self.dataset not in DATASETS_WITH_OWN_AUGMENTATION):
+            raise UsageError(f"--views=2 needs augmentation, or its two views are the same image: {self.dataset} "
+                             "has none of its own, so pass --augment=pad_crop_flip or pad_crop_flip_colour")
         if self.crop_encoder != "conv" and self.encoder != "folded":
             raise UsageError(f"--crop_encoder={self.crop_encoder} applies to --encoder=folded only")
         if self.resume and not self.output_dir:
@@ -436,7 +457,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 settings[name] = getattr(self, name)
         if self.augment is not None:
-            settings["pad_crop_flip"] = self.augment == "pad_crop_flip"
+            settings["pad_crop_flip"] = self.augment != "none"
+            settings["colour_jitter"] = self.augment == "pad_crop_flip_colour"
         if settings["score_clip"] == 0:
             settings["score_clip"] = None
         if settings["score_scale"] == INVERSE_SQRT_WIDTH:
@@ -472,10 +494,26 @@ def load_run_config(output_dir, flag="--resume"):
         raise UsageError(f"{flag}: cannot read {path} ({error})") from None
 
 
+def _meaning(config, name):
+    """What setting ``name`` of ``config`` means: a recipe knob or the learning rate left at None is the
+    recipe's value, and a data directory is the same directory however it is spelled."""
+    if name == "learning_rate":
+        return config.resolved_learning_rate()
+    if name in RECIPE_FLAGS:
+        return config.recipe_settings()[name]
+    if name == "augment":
+        return config.recipe_settings()["pad_crop_flip"], config.recipe_settings()["colour_jitter"]
+    value = getattr(config, name)
+    if name == "data_dir" and value:
+        return os.path.realpath(value)
+    return value
+
+
 def changed_settings(saved, config):
-    """``{name: (saved value, new value)}`` for every setting of ``config`` that differs from ``saved``."""
+    """``{name: (saved value, new value)}`` for every setting of ``config`` that means something else than
+    in ``saved`` (:func:`_meaning`: ``--learning_rate=None`` under the paper recipe is its 1e-4)."""
     return {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in dataclasses.fields(TrainConfig)
-            if getattr(saved, f.name) != getattr(config, f.name)}
+            if _meaning(saved, f.name) != _meaning(config, f.name)}
 
 
 def check_resumable(saved, config):

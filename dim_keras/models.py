@@ -610,6 +610,12 @@ class DeepInfoMax(TwoObjectiveModel):
             full set of local features by the one local critic and estimator.  The local term becomes the
             mean over the K + 1 globals (Y and the K less-global ones); see ``mi_terms``.  Needs the local
             term (beta > 0) and a local grid of at least 3 x 3 (the paper's: the folded encoder's 7 x 7).
+        views: 1, or 2 for AMDIM's two views (Bachman et al. 2019, beyond the paper): training batches are
+            ``(view, other_view)`` pairs, two independent augmentations of the same images
+            (``dim_keras.data.make_dataset(..., views=2)``); the local, conv and fc features come from
+            ``view`` and Y from ``other_view``, so every MI term pairs Y with features of another
+            augmentation of its image and Y must keep what survives the augmentation.  Evaluation batches
+            (one view) read every feature from the same images.
         seed: seed for prior samples, location subsampling, occlusion masks, source locations and blocks.
     """
 
@@ -618,7 +624,7 @@ class DeepInfoMax(TwoObjectiveModel):
                  prior_gradient_penalty=0.0, local_samples=None, score_clip=None,
                  global_layer_norm=False, score_scale=1.0, score_penalty=0.0,
                  occlusion=False, coordinate_prediction="none", coordinate_weight=1.0,
-                 negatives=None, num_globals=0, seed=None, **kwargs):
+                 negatives=None, num_globals=0, views=1, seed=None, **kwargs):
         super().__init__(**kwargs)
         estimators_lib.get_estimator(estimator)  # validates the name
         if prior not in priors_lib.PRIORS:
@@ -664,6 +670,9 @@ class DeepInfoMax(TwoObjectiveModel):
             raise ValueError("num_globals needs the local MI term (beta > 0): the less-global features are "
                              "scored against the local features")
         self.num_globals = int(num_globals)
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views!r}")
+        self.views = int(views)
         self.negatives = None if negatives is None else int(negatives)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -765,6 +774,7 @@ class DeepInfoMax(TwoObjectiveModel):
             "coordinate_prediction": self.coordinate_prediction, "coordinate_weight": self.coordinate_weight,
             "negatives": self.negatives,
             "num_globals": self.num_globals,
+            "views": self.views,
             "seed": self.seed,
         }
 
@@ -850,20 +860,25 @@ class DeepInfoMax(TwoObjectiveModel):
                                                     local.shape[2], self.seed_generator)
         return local_blocks.less_global_features(self.less_global_network, local, corners, training), corners
 
-    def features(self, images, training=False):
-        """The features the objective reads: the encoder's, with Y from an occluded copy of the images
-        when ``occlusion`` is on (local, conv and fc stay those of the full images, Sec. 4.3)."""
+    def features(self, images, training=False, global_images=None):
+        """The features the objective reads: the encoder's, with Y from ``global_images`` (another view of
+        the same images, ``views=2``) when given, and from an occluded copy (of those, or of ``images``)
+        when ``occlusion`` is on (local, conv and fc stay those of ``images``, Sec. 4.3)."""
         features = self.encoder(images, training=training)
+        if global_images is None and not self.occlusion:
+            return features
+        source = images if global_images is None else global_images
         if self.occlusion:
             # The occluded pass normalises with its own batch statistics, but it must not move the moving
             # statistics that inference (exports, probes, the monitor) uses: those describe whole images.
             statistics = self.encoder.non_trainable_variables
             saved = [ops.copy(v.value) for v in statistics] if training else ()
-            occluded = self.encoder(occlusion_lib.occlude(images, self.seed_generator), training=training)
+            y = self.encoder(occlusion_lib.occlude(source, self.seed_generator), training=training)["y"]
             for variable, value in zip(statistics, saved):
                 variable.assign(value)
-            features = dict(features, y=occluded["y"])
-        return features
+        else:  # another augmentation of whole images: its statistics are as good as the first view's
+            y = self.encoder(source, training=training)["y"]
+        return dict(features, y=y)
 
     def coordinate_terms(self, features, training, terms):
         """The summed cross-entropy of the coordinate tasks (A.7); writes each task's accuracy of
@@ -951,8 +966,16 @@ class DeepInfoMax(TwoObjectiveModel):
         _check_batch_size(batch)
 
     def _representation_objective(self, images, extra, training):
-        """Eq. 8 on a batch: ``(loss, terms, prior_y)``, ``prior_y`` the discriminator's fake samples."""
-        features = self.features(images, training=training)
+        """Eq. 8 on a batch: ``(loss, terms, prior_y)``, ``prior_y`` the discriminator's fake samples.  With
+        ``views=2`` a training batch's ``extra`` is ``(other_view,)``, whose Y the terms read."""
+        global_images = None
+        if self.views == 2:
+            if extra:
+                global_images = as_unit_floats(extra[0])
+            elif training:
+                raise ValueError("views=2 trains on (view, other_view) batches: build the dataset with "
+                                 "dim_keras.data.make_dataset(..., views=2)")
+        features = self.features(images, training=training, global_images=global_images)
         return self._representation_loss(features, training=training)
 
     def _discriminator_objective(self, prior_y, training):

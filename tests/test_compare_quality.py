@@ -199,3 +199,19 @@ def test_torch_training_is_seeded_and_the_encoder_fn_has_the_taps():
     assert first["model"].encoder.training
     with pytest.raises(UsageError, match="multiple of 8"):
         tr.train_torch_dim(images[:, :12, :12], epochs=1)
+
+
+def test_a_finished_run_is_reused_however_its_data_dir_is_spelled(tmp_path, monkeypatch):
+    """A record made with an absolute --data_dir matches a command line giving the same directory relatively
+    (and a recipe default spelled out matches it left out); another directory is another run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    settings = {"dataset": "cifar10", "data_dir": str(data), "epochs": 10, "recipe": "paper"}
+    run = tmp_path / "paper-seed0"
+    run.mkdir()
+    (run / cq.ARM_RESULT).write_text(json.dumps({"arm": "paper", "settings": dict(settings, learning_rate=1e-4)}))
+    monkeypatch.chdir(tmp_path)
+    assert cq._reusable(str(run), dict(settings, data_dir="./data/../data"))["reused"] is True
+    (tmp_path / "other").mkdir()
+    with pytest.raises(UsageError, match=r"other settings \(data_dir\)"):
+        cq._reusable(str(run), dict(settings, data_dir="other"))

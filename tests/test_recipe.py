@@ -39,8 +39,8 @@ def test_recipes_set_the_model_and_the_augmentation():
     paper, improved = TrainConfig(recipe="paper"), TrainConfig(recipe="improved")
     assert paper.recipe == TrainConfig().recipe == "paper"  # the default stays faithful to the paper
     assert RECIPES["paper"] == {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0,
-                                "score_clip": None, "pad_crop_flip": False, "learning_rate": 1e-4,
-                                "lr_schedule": "constant", "layer_defaults": "torch"}
+                                "score_clip": None, "pad_crop_flip": False, "colour_jitter": False, "views": 1,
+                                "learning_rate": 1e-4, "lr_schedule": "constant", "layer_defaults": "torch"}
     cifar, stl = dataset_defaults("cifar10"), dataset_defaults("stl10")
     assert augmentation(paper, cifar, (32, 32, 3)) == {}
     assert augmentation(improved, cifar, (32, 32, 3)) == {"pad": 4, "flip": True}
@@ -109,6 +109,21 @@ def test_a_cosine_run_refuses_a_changed_horizon_on_resume():
     with pytest.raises(UsageError, match="--steps_per_epoch=5 differs"):
         check_resumable(saved, TrainConfig(recipe="improved", epochs=10, steps_per_epoch=5))
     check_resumable(TrainConfig(epochs=10), TrainConfig(epochs=20))  # constant rate: more epochs are fine
+
+
+def test_resume_compares_what_settings_mean_not_how_they_are_spelled(tmp_path, monkeypatch):
+    """A run saved with the recipe's values spelled out resumes under a command line that leaves them to the
+    recipe, and a data directory resumes however its path is written; a real change is still refused."""
+    from dim_keras.config import check_resumable
+    from dim_keras.errors import UsageError
+    spelled = TrainConfig(recipe="paper", learning_rate=1e-4, layer_defaults="torch", augment="none", views=1,
+                          data_dir=str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    check_resumable(spelled, TrainConfig(recipe="paper", data_dir=f"./{tmp_path.name}"))
+    with pytest.raises(UsageError, match="--learning_rate=0.0005 differs"):
+        check_resumable(spelled, TrainConfig(recipe="paper", learning_rate=5e-4, data_dir=str(tmp_path)))
+    with pytest.raises(UsageError, match="--augment=pad_crop_flip_colour differs"):
+        check_resumable(TrainConfig(augment="pad_crop_flip"), TrainConfig(augment="pad_crop_flip_colour"))
 
 
 def test_torch_layer_defaults_draw_like_torch_and_keep_the_identity_shortcut():

@@ -41,6 +41,8 @@ def make_dataset(
     cache=True,
     num_shards=1,
     shard_index=0,
+    colour=False,
+    views=1,
 ):
     """A tf.data.Dataset of float32 images in [0, 1], batched (and (images, labels) tuples when labels given).
 
@@ -66,6 +68,12 @@ def make_dataset(
       num_shards, shard_index: streams only: this worker reads only its share of the files (tf.distribute's
         auto-sharding is then switched off for the pipeline; docs/DISTRIBUTED.md).  Arrays are sharded by
         tf.distribute itself (its DATA policy).
+      colour: training only: SimCLR/AMDIM-style colour distortion after the crop and flip: with probability
+        0.8 brightness, contrast and saturation factors drawn from U[0.6, 1.4] each (torchvision's
+        ColorJitter(0.4, 0.4, 0.4), without its hue), then grey with probability 0.2.
+      views: training only: 2 gives ``(view, other_view)`` batches, two independent augmentations of the
+        same images (AMDIM's two views, Bachman et al. 2019; :class:`dim_keras.models.DeepInfoMax` reads Y
+        from the second); not with ``labels``.
     """
     stream = getattr(images, "streaming", False)
     if stream:
@@ -97,6 +105,10 @@ def make_dataset(
         raise DataError(f"pad {pad} must be smaller than the {height}x{width} images (reflection padding)")
     if crop is not None and (crop[0] > height + 2 * pad or crop[1] > width + 2 * pad):
         raise DataError(f"crop_size {crop} is larger than the {height}x{width} images")
+    if views not in (1, 2):
+        raise DataError(f"views must be 1 or 2, got {views!r}")
+    if views == 2 and (not training or labels is not None):
+        raise DataError("views=2 makes training batches of two augmented views of each image, without labels")
     if drop_remainder is None:
         drop_remainder = bool(training)
     if drop_remainder and count < batch_size:
@@ -104,15 +116,17 @@ def make_dataset(
     shuffle_seed, augment_seed = (int(s) for s in np.random.SeedSequence(seed).generate_state(2))
 
     augment = _augmenter(training=training, crop=crop, pad=pad, flip=flip, height=height, width=width,
-                         channels=channels)
+                         channels=channels, colour=colour and training, views=views)
+    randoms_per_image = _randoms_per_image(colour and training, views)
     if stream:
         return _stream_dataset(images, labels is True, batch_size, training, shuffle_seed, augment_seed,
-                               drop_remainder, augment, num_shards, shard_index)
+                               drop_remainder, augment, num_shards, shard_index, randoms_per_image)
 
     indices = tf.data.Dataset.range(count)
     if training:
         indices = indices.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=True)
-        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(3)
+        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(
+            randoms_per_image)
         elements = tf.data.Dataset.zip(indices, randoms)
     else:
         elements = indices.map(lambda index: (index, tf.zeros([3], tf.int64)))
@@ -136,13 +150,62 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _augmenter(*, training, crop, pad, flip, height, width, channels):
-    """uint8 batch [B, H, W, C] and its random integers [B, 3] -> float32 batch in [0, 1]: reflect-pad, crop
-    (random windows when training, else central), random flips when training; the same for arrays and
-    streams."""
+# Random integers per image and view: crop row, crop column, flip; and with colour distortion five more
+# (whether to distort, the three factors, whether to make it grey).
+_CROP_FLIP_RANDOMS, _COLOUR_RANDOMS = 3, 5
+# torchvision's ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4) factors U[1 - 0.4, 1 + 0.4], applied
+# with probability 0.8, and RandomGrayscale(p=0.2): SimCLR's CIFAR colour distortion without hue (AMDIM's
+# pipeline has the same components).
+_JITTER, _JITTER_PROBABILITY, _GREY_PROBABILITY = 0.4, 0.8, 0.2
+# ITU-R 601 luma, as torchvision's rgb_to_grayscale and tf.image.rgb_to_grayscale.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _randoms_per_image(colour, views):
+    return (_CROP_FLIP_RANDOMS + (_COLOUR_RANDOMS if colour else 0)) * views
+
+
+def _uniform(randoms):
+    """int64 random integers -> float32 uniform in [0, 1) (24 bits each)."""
+    return tf.cast(tf.math.floormod(randoms, 2**24), tf.float32) / float(2**24)
+
+
+def _distort_colour(batch, randoms):
+    """float32 RGB batch [B, H, W, 3] in [0, 1], random integers [B, 5] -> the colour-distorted batch."""
+    u = _uniform(randoms)
+    distort = (u[:, 0] < _JITTER_PROBABILITY)[:, None, None, None]
+    brightness, contrast, saturation = ((1.0 - _JITTER + 2.0 * _JITTER * u[:, k])[:, None, None, None]
+                                        for k in (1, 2, 3))
+    luma = tf.constant(_LUMA, tf.float32)
+
+    def grey(images):
+        return tf.reduce_sum(images * luma, axis=-1, keepdims=True)
+
+    jittered = tf.clip_by_value(batch * brightness, 0.0, 1.0)
+    mean = tf.reduce_mean(grey(jittered), axis=[1, 2, 3], keepdims=True)
+    jittered = tf.clip_by_value((jittered - mean) * contrast + mean, 0.0, 1.0)
+    jittered = tf.clip_by_value(grey(jittered) + (jittered - grey(jittered)) * saturation, 0.0, 1.0)
+    batch = tf.where(distort, jittered, batch)
+    make_grey = (u[:, 4] < _GREY_PROBABILITY)[:, None, None, None]
+    return tf.where(make_grey, tf.broadcast_to(grey(batch), tf.shape(batch)), batch)
+
+
+def _augmenter(*, training, crop, pad, flip, height, width, channels, colour=False, views=1):
+    """uint8 batch [B, H, W, C] and its random integers [B, k] -> float32 batch in [0, 1]: reflect-pad, crop
+    (random windows when training, else central), random flips and colour distortion when training; with
+    ``views=2`` a pair of such batches, each with its own randoms.  The same for arrays and streams."""
     out_height, out_width = crop if crop is not None else (height, width)
+    if colour and channels != 3:
+        raise DataError(f"colour distortion needs RGB images, got {channels} channel(s)")
 
     def augment(batch, batch_randoms):
+        if views == 2:
+            per_view = _randoms_per_image(colour, 1)
+            return (augment_view(batch, batch_randoms[:, :per_view]),
+                    augment_view(batch, batch_randoms[:, per_view:]))
+        return augment_view(batch, batch_randoms)
+
+    def augment_view(batch, batch_randoms):
         if pad:
             batch = tf.pad(batch, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         if crop is not None:
@@ -151,19 +214,22 @@ def _augmenter(*, training, crop, pad, flip, height, width, channels):
             flipped = tf.equal(batch_randoms[:, 2] % 2, 1)
             batch = tf.where(flipped[:, None, None, None], tf.reverse(batch, axis=[2]), batch)
         batch = tf.cast(batch, tf.float32) / 255.0
+        if colour:
+            batch = _distort_colour(batch, batch_randoms[:, _CROP_FLIP_RANDOMS:])
         return tf.ensure_shape(batch, [None, out_height, out_width, channels])
 
     return augment
 
 
 def _stream_dataset(stream, with_labels, batch_size, training, shuffle_seed, augment_seed, drop_remainder,
-                    augment, num_shards, shard_index):
+                    augment, num_shards, shard_index, randoms_per_image):
     """`make_dataset` over an ImageStream: decoded elements, shuffled and sharded by the stream
     (`ImageStream.elements`), zipped with the augmentation randoms, batched, augmented."""
     elements = stream.elements(shuffle_seed=shuffle_seed if training else None, num_shards=num_shards,
                                shard_index=shard_index)
     if training:
-        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(3)
+        randoms = tf.data.Dataset.random(seed=augment_seed, rerandomize_each_iteration=True).batch(
+            randoms_per_image)
         elements = tf.data.Dataset.zip(elements, randoms)
     else:
         elements = elements.map(lambda *element: (element, tf.zeros([3], tf.int64)))

@@ -107,6 +107,8 @@ def _resolved(settings, keys):
     train = from_dict(TrainConfig, {k: v for k, v in settings.items() if k in fields})
     resolved = {**_settings_of(train), **settings, **train.recipe_settings(),
                 "learning_rate": train.resolved_learning_rate()}
+    if resolved.get("data_dir"):  # the same directory, however the command line spelled it
+        resolved["data_dir"] = os.path.realpath(resolved["data_dir"])
     return {k: v for k, v in resolved.items() if k in keys or k not in fields}
 
 

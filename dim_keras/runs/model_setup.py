@@ -33,7 +33,8 @@ def resolved_encoder_name(config, input_shape):
 def recipe_model_settings(config):
     """The ``DeepInfoMax`` keyword arguments of ``config``'s recipe (docs/RESULTS.md)."""
     recipe = config.recipe_settings()
-    return {name: recipe[name] for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip")}
+    return {name: recipe[name] for name in ("global_layer_norm", "score_scale", "score_penalty", "score_clip",
+                                            "views")}
 
 
 def learning_rate(config, steps_per_epoch=None):

@@ -317,12 +317,22 @@ def load_pretraining_data(config, skipped=None):
 def augmentation(config, defaults, input_shape):
     """``make_dataset`` keyword arguments of the training augmentation: the dataset's own (the paper's
     STL-10 crops and flips) or, where it has none, the recipe's pad-crop-flip (pad 1/8 of the side: 4 px
-    on CIFAR, the usual CIFAR augmentation)."""
+    on CIFAR, the usual CIFAR augmentation), with the recipe's colour distortion and number of views.
+    UsageError for two views without augmentation (they would be the same image)."""
+    recipe = config.recipe_settings()
     if defaults["pretrain_crop"] or defaults["pretrain_flip"]:
-        return {"crop_size": defaults["pretrain_crop"], "flip": defaults["pretrain_flip"]}
-    if config.recipe_settings()["pad_crop_flip"]:
-        return {"pad": max(1, min(input_shape[:2]) // 8), "flip": True}
-    return {}
+        geometry = {"crop_size": defaults["pretrain_crop"], "flip": defaults["pretrain_flip"]}
+    elif recipe["pad_crop_flip"]:
+        geometry = {"pad": max(1, min(input_shape[:2]) // 8), "flip": True}
+    else:
+        geometry = {}
+    if recipe["views"] == 2 and config.method == "dim" and not geometry:
+        raise UsageError(f"--views=2 needs augmentation, or its two views are the same image: {config.dataset} "
+                         "has none of its own, so pass --augment=pad_crop_flip or pad_crop_flip_colour")
+    colour = {"colour": True} if recipe["colour_jitter"] else {}
+    # Two views are DIM's (DeepInfoMax reads Y from the second); the other methods train on one.
+    views = {"views": 2} if recipe["views"] == 2 and config.method == "dim" else {}
+    return {**geometry, **colour, **views}
 
 
 def input_shard(strategy, role):
