@@ -516,6 +516,37 @@ def changed_settings(saved, config):
             if _meaning(saved, f.name) != _meaning(config, f.name)}
 
 
+def finished_record(path, filename, settings, what="run"):
+    """The JSON record ``path/filename`` of a finished run (``compare_quality``'s arms, ``negatives_sweep``'s
+    points) when it was made with ``settings``, its ``"settings"`` entry, with ``reused`` set; None when
+    there is none.  Settings are compared by what they mean (:func:`_meaning`; a TrainConfig setting missing
+    from one side is at its default, so a record written before the setting existed still matches); keys
+    that are not TrainConfig settings compare as they are.  UsageError (one line) when the record cannot be
+    read or was made with other settings."""
+    record_path = os.path.join(path, filename)
+    if not os.path.exists(record_path):
+        return None
+    try:
+        with open(record_path) as handle:
+            record = json.load(handle)
+        saved = record.get("settings", {})
+        fields = {field.name for field in dataclasses.fields(TrainConfig)}
+        configs = [from_dict(TrainConfig, {k: v for k, v in side.items() if k in fields})
+                   for side in (saved, settings)]
+    except (OSError, ValueError, TypeError, UsageError) as error:
+        raise UsageError(f"cannot read {record_path} ({error}): remove it to rerun that {what}") from None
+
+    def meaning(side, config, name):
+        return _meaning(config, name) if name in fields else side.get(name)
+
+    changed = sorted(name for name in set(saved) | set(settings)
+                     if meaning(saved, configs[0], name) != meaning(settings, configs[1], name))
+    if changed:
+        raise UsageError(f"{path} holds a finished {what} with other settings ({', '.join(changed)}): choose "
+                         "another --output_dir")
+    return dict(record, reused=True)
+
+
 def check_resumable(saved, config):
     """Raises UsageError (one line) if ``config`` changes a setting that defines ``saved``'s model or objective."""
     for name, (old, new) in changed_settings(saved, config).items():

@@ -25,7 +25,6 @@ A finished run leaves ``arm_result.json`` in its directory; rerunning with the s
 settings reuses it, and an unfinished dim_keras run continues from its last checkpoint (``--resume``).
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -35,7 +34,7 @@ import warnings
 import numpy as np
 
 from dim_keras import io
-from dim_keras.config import QUALITY_ARMS, TrainConfig, from_dict, to_dict, validate
+from dim_keras.config import QUALITY_ARMS, finished_record, to_dict, validate
 from dim_keras.errors import UsageError
 
 FEATURES = ("conv", "fc", "y")
@@ -99,39 +98,10 @@ def _settings_of(train_config):
     return {k: v for k, v in to_dict(train_config).items() if k not in _RUN_ONLY_SETTINGS}
 
 
-def _resolved(settings, keys):
-    """``settings`` as compared for reuse, on ``keys``: the TrainConfig settings among them with every
-    default filled in and the recipe's knobs and learning rate resolved, so a record written before a
-    setting existed, or with a recipe default spelled out, matches a run that means the same."""
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    train = from_dict(TrainConfig, {k: v for k, v in settings.items() if k in fields})
-    resolved = {**_settings_of(train), **settings, **train.recipe_settings(),
-                "learning_rate": train.resolved_learning_rate()}
-    if resolved.get("data_dir"):  # the same directory, however the command line spelled it
-        resolved["data_dir"] = os.path.realpath(resolved["data_dir"])
-    return {k: v for k, v in resolved.items() if k in keys or k not in fields}
-
-
 def _reusable(path, settings):
-    """The record in ``path`` (an ``arm_result.json``) when it was made with ``settings`` (as
-    :func:`_resolved` compares them); None when there is none; a UsageError when it was made with other
-    settings."""
-    record_path = os.path.join(path, ARM_RESULT)
-    if not os.path.exists(record_path):
-        return None
-    try:
-        with open(record_path) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {record_path} ({error}): remove it to rerun that run") from None
-    keys = set(settings) | set(record.get("settings", {}))
-    saved, wanted = _resolved(record.get("settings", {}), keys), _resolved(settings, keys)
-    if saved != wanted:
-        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        raise UsageError(f"{path} holds a finished run with other settings ({', '.join(changed)}): choose "
-                         f"another --output_dir")
-    record["reused"] = True
-    return record
+    """The finished run's record in ``path`` (its ``arm_result.json``) when it was made with ``settings``
+    (:func:`dim_keras.config.finished_record`); None when there is none."""
+    return finished_record(path, ARM_RESULT, settings, "run")
 
 
 def _finish_record(path, record, probe):

@@ -17,14 +17,12 @@ checkpoint.  ``negatives.json`` (every point, written atomically after each one)
 figure) are rewritten as the sweep goes.
 """
 
-import dataclasses
-import json
 import math
 import os
 import time
 
 from dim_keras import io
-from dim_keras.config import to_dict, validate
+from dim_keras.config import finished_record, to_dict, validate
 from dim_keras.errors import TrainingDiverged, UsageError
 
 RESULTS_JSON = "negatives.json"
@@ -45,41 +43,13 @@ def _settings_of(train_config):
     return {k: v for k, v in to_dict(train_config).items() if k not in _RUN_ONLY_SETTINGS}
 
 
-def _with_defaults(settings):
-    """``settings`` (a point's saved TrainConfig settings) with every setting it lacks at its default, so a
-    point saved before a setting existed still matches a run that means the same."""
-    from dim_keras.config import TrainConfig, from_dict
-    fields = {field.name for field in dataclasses.fields(TrainConfig)}
-    known = _settings_of(from_dict(TrainConfig, {k: v for k, v in settings.items() if k in fields}))
-    return {**known, **{k: v for k, v in settings.items() if k not in fields}}
-
-
-def _finished_point(path, settings):
-    """The record in ``path``'s ``point.json`` when it was made with ``settings``; None when there is none;
-    a UsageError when it was made with other settings (or cannot be read)."""
-    record_path = os.path.join(path, POINT_JSON)
-    if not os.path.exists(record_path):
-        return None
-    try:
-        with open(record_path) as handle:
-            record = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {record_path} ({error}): remove it to rerun that point") from None
-    saved = _with_defaults(record.get("settings", {}))
-    changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-    if changed:
-        raise UsageError(f"{path} holds a finished point with other settings ({', '.join(changed)}): choose "
-                         f"another --output_dir")
-    return dict(record, reused=True)
-
-
 def run_point(config, estimator, negatives, log=print):
     """Trains and probes one point (or reuses its ``point.json``); returns its record."""
     import keras
     from dim_keras.runs.train import train
     path = point_dir(config, estimator, negatives)
     settings = _settings_of(config.run_config(estimator, negatives, path))
-    record = _finished_point(path, settings)
+    record = finished_record(path, POINT_JSON, settings, "point")
     if record is not None:
         log(f"{estimator} K={negatives}: finished, in {path}")
         return record
