@@ -68,10 +68,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return self.manager.latest_checkpoint if self.manager else None
 
     def restore(self):
-        """Restores the newest checkpoint; returns the epochs already done."""
+        """Restores the newest checkpoint; returns the epochs already done.  A checkpoint that does not hold
+        this model's training state (another model, another version of it, a damaged file) is a one-line
+        UsageError, as :meth:`ArrayEpochCheckpoint.restore`'s."""
+        import tensorflow as tf
         if self.latest is None:
             return 0
-        self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise UsageError(f"{self.latest} does not hold this model's training state ({reason}): resume it with "
+                             "the settings that wrote it or start a new --output_dir") from None
         return int(self.epochs_done.numpy())
 
     def finished_epochs(self):

@@ -289,3 +289,10 @@ def test_tensorflow_checkpoints_are_told_apart(tmp_path):
     checkpoint.on_epoch_end(0, {"loss": 1.0})
     assert checkpoint.finished_epochs() == 1
     assert checkpoint_backend(str(tmp_path / "c")) == "tensorflow"
+    # A TensorFlow checkpoint of another architecture is refused in one line too.
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+    other.compile(optimizer="adam", loss="mse")
+    other.optimizer.build(other.trainable_variables)
+    from dim_keras.errors import UsageError
+    with pytest.raises(UsageError, match="does not hold this model's training state"):
+        EpochCheckpoint(str(tmp_path / "c")).attach(other).restore()
