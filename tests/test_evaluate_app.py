@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import app_testing
 from official_formats import WITHOUT_TENSORFLOW
 from PIL import Image
 
@@ -30,11 +31,7 @@ def run_without_tensorflow(*args):
 
 
 def assert_usage_error(result, fragment):
-    """Exactly one line on stderr, ``evaluate.py: error: ...``, exit code 2."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("evaluate.py: error: ") and fragment in lines[0], lines[0]
+    app_testing.assert_usage_error(result, fragment, app="evaluate.py")
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+from app_testing import assert_usage_error
 from official_formats import WITHOUT_TENSORFLOW
 import tensorflow as tf
 
@@ -389,11 +390,7 @@ def _run_app(*arguments, timeout=600, tensorflow=True):
 
 
 def _assert_usage_error(result, message):
-    """Exactly one line on stderr, ``generate.py: error: ...``, exit code 2."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr[-2000:]
-    assert lines[0].startswith("generate.py: error:") and message in lines[0], lines[0]
+    assert_usage_error(result, message, app="generate.py")
 
 
 @pytest.mark.parametrize("arguments, message", [
