@@ -289,3 +289,12 @@ def test_model_keras_round_trip(tmp_path, kind):
     expected, _, _ = model._representation_objective(images, (), training=False)
     got, _, _ = loaded._representation_objective(images, (), training=False)
     np.testing.assert_allclose(float(_np(got)), float(_np(expected)), rtol=1e-6)
+
+
+def test_a_term_without_a_tracker_is_an_error_not_silently_dropped():
+    model = _tiny("ae")
+    images = np.random.default_rng(0).random((4, 8, 8, 3)).astype("float32")
+    loss, terms, aux = model._representation_objective(images, (), training=False)
+    model._update_trackers(loss, terms)  # every term the model computes has a tracker
+    with pytest.raises(ValueError, match="AutoEncoder has no tracker for mystery"):
+        model._update_trackers(loss, dict(terms, mystery=loss))

@@ -107,10 +107,13 @@ class BaselineModel(TwoObjectiveModel):
         values = {**terms, **(d_terms or {})}
         if d_loss is not None:
             values["discriminator_loss"] = d_loss
+        untracked = sorted(set(values) - set(self.trackers))
+        if untracked:  # a term the model computes but would never show: a bug of the model, not of the data
+            raise ValueError(f"{type(self).__name__} has no tracker for {', '.join(untracked)}: list every term "
+                             "in _finish_init(term_names)")
         self.trackers["loss"].update_state(loss)
         for name, value in values.items():
-            if name in self.trackers:
-                self.trackers[name].update_state(value)
+            self.trackers[name].update_state(value)
 
     def get_config(self):
         return {"name": self.name, "encoder": keras.saving.serialize_keras_object(self.encoder), "seed": self.seed}
