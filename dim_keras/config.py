@@ -39,6 +39,8 @@ PAPER_EPOCHS = 200
 #   colour_jitter: SimCLR/AMDIM's colour distortion after the crop and flip (dim_keras.data.make_dataset).
 #   views: 1, or 2 for AMDIM's two views: Y from one augmented view of an image, the local features from
 #     another, independently augmented one (DeepInfoMax's docstring).
+#   estimator: the default --estimator: JSD for paper (the paper's DIM(L) runs, Sec. 4), infoNCE for improved
+#     (the paper's own best estimator on CIFAR, Table 1, and AMDIM's).
 #   learning_rate, lr_schedule: the default --learning_rate, constant or cosine-decayed to 0 over the run.
 #   layer_defaults: keras (glorot kernels, BN momentum 0.99 / eps 1e-3) or torch (the authors' step runs with
 #     torch's: kaiming-uniform, BN 0.9 / 1e-5; dim_keras.initializers).
@@ -46,13 +48,13 @@ PAPER_EPOCHS = 200
 INVERSE_SQRT_WIDTH = "1/sqrt(embedding_dim)"
 # The flags of TrainConfig that override a recipe key of the same name (--augment maps to pad_crop_flip and
 # colour_jitter).
-RECIPE_FLAGS = ("global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule", "layer_defaults",
-                "views")
+RECIPE_FLAGS = ("estimator", "global_layer_norm", "score_scale", "score_penalty", "score_clip", "lr_schedule",
+                "layer_defaults", "views")
 RECIPES = {
-    "paper": {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
+    "paper": {"estimator": "jsd", "global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0, "score_clip": None,
               "pad_crop_flip": False, "colour_jitter": False, "views": 1, "learning_rate": 1e-4,
               "lr_schedule": "constant", "layer_defaults": "torch"},
-    "improved": {"global_layer_norm": True, "score_scale": INVERSE_SQRT_WIDTH, "score_penalty": 0.05,
+    "improved": {"estimator": "infonce", "global_layer_norm": True, "score_scale": INVERSE_SQRT_WIDTH, "score_penalty": 0.05,
                  "score_clip": 20.0, "pad_crop_flip": True, "colour_jitter": False, "views": 1,
                  "learning_rate": 5e-4, "lr_schedule": "cosine",
                  "layer_defaults": "keras"},
@@ -232,8 +234,8 @@ class TrainConfig:
     alpha: float = setting(0.0, "Weight of the global MI term (eq. 8). DIM(L): 0, DIM(G): 1.", minimum=0.0)
     beta: float = setting(1.0, "Weight of the local MI term (eq. 8). DIM(L): 1, DIM(G): 0.", minimum=0.0)
     gamma: float = setting(0.1, "Weight of the prior-matching term (eq. 8). DIM(L): 0.1, DIM(G): 1.", minimum=0.0)
-    estimator: str = setting("jsd", "MI estimator: jsd (eq. 4), dv (eq. 2), infonce (eq. 5) or nwj.",
-                             choices=choices.ESTIMATORS)
+    estimator: str = setting(None, "MI estimator: jsd (eq. 4), dv (eq. 2), infonce (eq. 5) or nwj (default: the "
+                             "recipe's: jsd for paper, infonce for improved).", choices=choices.ESTIMATORS)
     local_critic: str = setting("dot", "Local critic: dot (encode-and-dot, Tables 8-9), concat "
                                 "(concat-and-convolve, Table 7), bilinear or separable.", choices=choices.CRITICS)
     prior: str = setting("uniform", "Prior for Y: uniform (paper), gaussian, unit_ball or unit_sphere.",
@@ -243,8 +245,8 @@ class TrainConfig:
         "does not mention it, so it is off).", minimum=0.0)
     recipe: str = setting("paper", "Training recipe: paper (faithful to the paper and to the authors' code, "
                           "whose layer norm on the critic's Y embedding it keeps) or improved (what later work "
-                          "found to help at equal epochs: augmentation, AMDIM's score stabilisers, a cosine "
-                          "learning-rate decay; docs/RESULTS.md).", choices=choices.RECIPES)
+                          "found to help at equal epochs: infoNCE, augmentation, AMDIM's score stabilisers, a "
+                          "cosine learning-rate decay; docs/RESULTS.md).", choices=choices.RECIPES)
     # The recipe's knobs, each a flag of its own (default None: the recipe's value, RECIPES).
     global_layer_norm: bool = setting(None, "Layer norm on the critic's Y embedding, as the authors' code has "
                                       "(Table 8 lists none; default: the recipe's, on for both).")
@@ -438,7 +440,7 @@ class TrainConfig:
     def objective_name(self):
         if self.method != "dim":
             return self.method
-        return (f"{self.estimator}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
+        return (f"{self.resolved_estimator()}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
                 f"-{self.local_critic}")
 
     def resolved_epochs(self):
@@ -464,6 +466,25 @@ class TrainConfig:
         if settings["score_scale"] == INVERSE_SQRT_WIDTH:
             settings["score_scale"] = self.embedding_dim ** -0.5
         return settings
+
+    def spelled_out(self):
+        """This config with every setting that defaults to its recipe's (the knobs, ``--estimator``,
+        ``--learning_rate``, ``--augment``) set to the value it resolves to: the same run, described without
+        reference to what the recipes hold today.  Records of finished runs store this, so that a later change
+        of a recipe's default cannot make an old run look like a new one."""
+        recipe = self.recipe_settings()
+        augment = "none"
+        if recipe["pad_crop_flip"]:
+            augment = "pad_crop_flip_colour" if recipe["colour_jitter"] else "pad_crop_flip"
+        return dataclasses.replace(
+            self, estimator=recipe["estimator"], learning_rate=self.resolved_learning_rate(), augment=augment,
+            global_layer_norm=recipe["global_layer_norm"], score_scale=recipe["score_scale"],
+            score_penalty=recipe["score_penalty"], score_clip=recipe["score_clip"] or 0.0,
+            lr_schedule=recipe["lr_schedule"], layer_defaults=recipe["layer_defaults"], views=recipe["views"])
+
+    def resolved_estimator(self):
+        """``--estimator``, or the recipe's when not given."""
+        return self.recipe_settings()["estimator"]
 
     def resolved_learning_rate(self):
         """``--learning_rate``, or the recipe's when not given."""
@@ -1250,7 +1271,7 @@ class BenchmarkConfig:
 def check_torch_comparable(config):
     """--compare_torch needs a configuration that the PyTorch reference reproduces."""
     model = config.model
-    if model.local_critic != "dot" or model.estimator not in ("jsd", "infonce"):
+    if model.local_critic != "dot" or model.resolved_estimator() not in ("jsd", "infonce"):
         raise UsageError("--compare_torch reproduces the authors' DIM(L) step: it needs --local_critic=dot and "
                          "--estimator=jsd or infonce")
     if model.alpha != 0 or model.beta == 0 or model.local_samples:

@@ -38,8 +38,8 @@ def test_pad_crop_flip_gives_windows_of_the_reflect_padded_images():
 def test_recipes_set_the_model_and_the_augmentation():
     paper, improved = TrainConfig(recipe="paper"), TrainConfig(recipe="improved")
     assert paper.recipe == TrainConfig().recipe == "paper"  # the default stays faithful to the paper
-    assert RECIPES["paper"] == {"global_layer_norm": True, "score_scale": 1.0, "score_penalty": 0.0,
-                                "score_clip": None, "pad_crop_flip": False, "colour_jitter": False, "views": 1,
+    assert RECIPES["paper"] == {"estimator": "jsd", "global_layer_norm": True, "score_scale": 1.0,
+                                "score_penalty": 0.0, "score_clip": None, "pad_crop_flip": False, "colour_jitter": False, "views": 1,
                                 "learning_rate": 1e-4, "lr_schedule": "constant", "layer_defaults": "torch"}
     cifar, stl = dataset_defaults("cifar10"), dataset_defaults("stl10")
     assert augmentation(paper, cifar, (32, 32, 3)) == {}
@@ -54,6 +54,11 @@ def test_recipes_set_the_model_and_the_augmentation():
     assert model.score_penalty == settings["score_penalty"]
     assert model.score_clip == settings["score_clip"]
     assert model.global_layer_norm == settings["global_layer_norm"]
+    # The estimator: the paper's DIM(L) runs use JSD, the improved recipe infoNCE; a flag wins over both.
+    assert model.estimator == "infonce" and build_model(TrainConfig(dataset="digits", embedding_dim=16),
+                                                        (8, 8, 3)).estimator == "jsd"
+    assert TrainConfig(recipe="improved", estimator="jsd").resolved_estimator() == "jsd"
+    assert TrainConfig(recipe="improved").objective_name().startswith("infonce-")
 
 
 def test_learning_rate_follows_the_recipe_unless_given():
@@ -155,3 +160,20 @@ def test_torch_layer_defaults_draw_like_torch_and_keep_the_identity_shortcut():
                         (32, 32, 3))
     np.testing.assert_array_equal(again.encoder.get_layer("conv2_conv").kernel.numpy(), conv2)
     assert apply_torch_layer_defaults(again, seed=1) is again
+
+
+@pytest.mark.parametrize("flags", [{"recipe": "paper"}, {"recipe": "improved"},
+                                   {"recipe": "improved", "score_clip": 0.0, "augment": "none", "estimator": "dv"},
+                                   {"recipe": "paper", "views": 2, "augment": "pad_crop_flip_colour"}])
+def test_spelled_out_configs_mean_the_same_under_either_recipe(flags):
+    """A spelled-out config (what finished-run records store) resolves to the same run whatever its recipe's
+    defaults are: every recipe-dependent setting is explicit."""
+    import dataclasses
+    config = TrainConfig(**flags)
+    explicit = config.spelled_out()
+    for recipe in RECIPES:
+        other = dataclasses.replace(explicit, recipe=recipe)
+        knobs = [{k: v for k, v in c.recipe_settings().items() if k != "learning_rate"} for c in (other, config)]
+        assert knobs[0] == knobs[1]  # (the recipe's own rate is in there; the rate the run uses is below)
+        assert other.resolved_learning_rate() == config.resolved_learning_rate()
+        assert other.resolved_estimator() == config.resolved_estimator()

@@ -101,8 +101,10 @@ def settings(config):
 def _recorded_settings(config):
     """The settings a single measurement records: all but the output format, the sweep's lists and the
     backend comparison's (the backend is recorded as ``backend``)."""
-    return {name: value for name, value in settings(config).items()
-            if name not in ("json", "backends", "rounds") and not name.startswith("sweep_")}
+    recorded = {name: value for name, value in settings(config).items()
+                if name not in ("json", "backends", "rounds") and not name.startswith("sweep_")}
+    recorded["estimator"] = config.model.resolved_estimator()  # --estimator left to the recipe: its estimator
+    return recorded
 
 
 def command_line(config):
@@ -596,7 +598,7 @@ def torch_config(config):
     """The :class:`TorchReferenceConfig` of the authors' step on the settings of ``config``."""
     model = config.model
     return TorchReferenceConfig(
-        estimator=model.estimator, batch_size=model.batch_size, image_size=config.image_size, steps=config.steps,
+        estimator=model.resolved_estimator(), batch_size=model.batch_size, image_size=config.image_size, steps=config.steps,
         warmup=config.warmup, embedding_dim=model.embedding_dim, y_dim=model.y_dim, gamma=model.gamma,
         prior_gradient_penalty=model.prior_gradient_penalty, threads=config.threads, seed=model.seed, json=True)
 

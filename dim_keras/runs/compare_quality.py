@@ -95,7 +95,9 @@ def _training_timer():
 
 # ------------------------------------------------------------------------------------------ reuse
 def _settings_of(train_config):
-    return {k: v for k, v in to_dict(train_config).items() if k not in _RUN_ONLY_SETTINGS}
+    """What a record stores of ``train_config``: every setting but the run-only ones, spelled out
+    (:meth:`~dim_keras.config.TrainConfig.spelled_out`)."""
+    return {k: v for k, v in to_dict(train_config.spelled_out()).items() if k not in _RUN_ONLY_SETTINGS}
 
 
 def _reusable(path, settings):

@@ -148,7 +148,7 @@ def build_model(config, input_shape, steps_per_epoch=None, num_examples=None):
             raise UsageError(f"--occlusion: {err}") from None
     model = DeepInfoMax(
         encoder, alpha=config.alpha, beta=config.beta, gamma=config.gamma,
-        estimator=config.estimator, local_critic=config.local_critic,
+        estimator=config.resolved_estimator(), local_critic=config.local_critic,
         embedding_dim=config.embedding_dim, prior=config.prior,
         local_samples=config.local_samples, prior_gradient_penalty=config.prior_gradient_penalty,
         occlusion=config.occlusion, coordinate_prediction=config.coordinate_prediction,
