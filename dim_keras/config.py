@@ -109,6 +109,13 @@ def refuse_repeated_values(config, *names):
             raise UsageError(f"--{name} lists a value twice: {','.join(map(str, values))}")
 
 
+def two_views_without_augmentation(dataset):
+    """The UsageError of ``--views=2`` on ``dataset`` without augmentation: TrainConfig.check refuses it for
+    datasets known to have none, the training run for TFRecords whose source had none."""
+    return UsageError(f"--views=2 needs augmentation, or its two views are the same image: {dataset} has none "
+                      "of its own, so pass --augment=pad_crop_flip or pad_crop_flip_colour")
+
+
 def nested(config_cls, help, *, only=None, exclude=(), **defaults):
     """A field holding another config; its flags are those of ``config_cls``
     (all, or ``only`` these, minus ``exclude``), with ``defaults`` overridden."""
@@ -409,8 +416,7 @@ class TrainConfig:
         recipe = self.recipe_settings()
         if (recipe["views"] == 2 and self.method == "dim" and not recipe["pad_crop_flip"]
                 and self.dataset not in DATASETS_WITH_OWN_AUGMENTATION):
-            raise UsageError(f"--views=2 needs augmentation, or its two views are the same image: {self.dataset} "
-                             "has none of its own, so pass --augment=pad_crop_flip or pad_crop_flip_colour")
+            raise two_views_without_augmentation(self.dataset)
         if self.crop_encoder != "conv" and self.encoder != "folded":
             raise UsageError(f"--crop_encoder={self.crop_encoder} applies to --encoder=folded only")
         if self.resume and not self.output_dir:

@@ -103,5 +103,9 @@ def test_views_and_colour_flags():
     assert augmentation(stl, dataset_defaults("stl10"), (64, 64, 3)) == {"crop_size": 64, "flip": True, "views": 2}
     with pytest.raises(UsageError, match="--views=2 needs augmentation"):
         TrainConfig(dataset="cifar10", views=2).check()
+    # TFRecords pass the check (their source may have augmentation); the run refuses those whose has none.
+    tfrecord = TrainConfig(dataset="tfrecord", data_dir="shards", views=2)
+    with pytest.raises(UsageError, match="--views=2 needs augmentation.*tfrecord has none"):
+        augmentation(tfrecord, {"pretrain_crop": None, "pretrain_flip": False}, (32, 32, 3))
     with pytest.raises(UsageError, match="--views is a setting of DIM's objective"):
         TrainConfig(method="vae", views=2, augment="pad_crop_flip").check()

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from dim_keras import callbacks as callbacks_lib
 from dim_keras import io
-from dim_keras.config import PROBE_FEATURES, to_dict, validate
+from dim_keras.config import PROBE_FEATURES, to_dict, two_views_without_augmentation, validate
 from dim_keras.errors import DataError, TrainingDiverged, UsageError, WorkerLost, first_line, one_line
 from dim_keras.export import export_encoder, load_encoder
 # The model, its optimizer and precision are built TensorFlow-free (the benchmark builds the same model on JAX
@@ -327,8 +327,7 @@ def augmentation(config, defaults, input_shape):
     else:
         geometry = {}
     if recipe["views"] == 2 and config.method == "dim" and not geometry:
-        raise UsageError(f"--views=2 needs augmentation, or its two views are the same image: {config.dataset} "
-                         "has none of its own, so pass --augment=pad_crop_flip or pad_crop_flip_colour")
+        raise two_views_without_augmentation(config.dataset)
     colour = {"colour": True} if recipe["colour_jitter"] else {}
     # Two views are DIM's (DeepInfoMax reads Y from the second); the other methods train on one.
     views = {"views": 2} if recipe["views"] == 2 and config.method == "dim" else {}
