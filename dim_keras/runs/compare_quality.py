@@ -42,6 +42,7 @@ RECIPE_ARMS = tuple(arm for arm in QUALITY_ARMS if arm not in ("torch", "random_
 RESULTS_JSON = "compare_quality.json"
 FIGURE_PNG = "compare_quality.png"
 ARM_RESULT = "arm_result.json"  # a finished arm-seed run's record, reused by a rerun with the same settings
+TORCH_WEIGHTS = "torch_dim.pt"  # the torch arm's trained networks (TorchDIM.save), for inspection
 ALL_LABELS = "all_labels"
 # Settings that do not change what a dim_keras run learns: a finished run is reused whatever they were.
 _RUN_ONLY_SETTINGS = ("output_dir", "resume", "verbose", "jit_compile", "keep_checkpoints", "keras_optimizer_state",
@@ -237,6 +238,7 @@ def _torch_arm(config, seed, threads, log):
         steps_per_epoch=train_config.steps_per_epoch, device=device, log=log if train_config.verbose else None)
     probe = linear_probe(torch_reference.torch_encoder_fn(trained["model"]), probe_data)
     wall_s = time.perf_counter() - start
+    trained["model"].save(os.path.join(path, TORCH_WEIGHTS))
     record = {
         "arm": "torch", "seed": seed, "output_dir": path, "epochs": epochs, "settings": settings,
         "probe": _accuracies(probe), "wall_s": wall_s, "train_s": trained["wall_s"],

@@ -226,6 +226,23 @@ class TorchDIM:
     def networks(self):
         return self.encoder, self.local_net, self.global_net, self.discriminator
 
+    NETWORK_NAMES = ("encoder", "local_net", "global_net", "discriminator")
+
+    def save(self, path):
+        """Writes every network's ``state_dict`` (BN running statistics included) to ``path`` with
+        ``torch.save``, atomically: the trained authors' step kept for inspection next to its probe."""
+        from dim_keras import io
+        states = {name: net.state_dict() for name, net in zip(self.NETWORK_NAMES, self.networks())}
+        with io.atomic_path(path) as tmp:
+            self.torch.save(states, tmp)
+
+    def load(self, path):
+        """Restores the networks :meth:`save` wrote (the optimizers' states are not kept)."""
+        states = self.torch.load(path, map_location=self.device, weights_only=True)
+        for name, net in zip(self.NETWORK_NAMES, self.networks()):
+            net.load_state_dict(states[name])
+        return self
+
     def train(self, mode=True):
         for net in self.networks():
             net.train(mode)
