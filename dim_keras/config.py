@@ -340,6 +340,10 @@ class TrainConfig:
     synchronized_bn: bool = setting(False, "Batch-norm statistics over all replicas.")
     probe: bool = setting(True, "After training, print a linear probe table (labelled datasets).")
     probe_max_train: int = setting(10000, "Training examples used by the linear probe.", minimum=10)
+    probe_c: str = setting("1", "Inverse L2 strength C of the final linear probe's logistic regression: a positive "
+                           "number, or cv to choose it from 1e-4, 1e-3, 1e-2, 1e-1, 1 by stratified 5-fold "
+                           "cross-validation on the probe's training features (about 26x the fits; the C of "
+                           "each feature is kept in probe.json).")
     monitor_every: int = setting(
         None, "Every this many epochs and after the last, add the test accuracy of conv, fc and y under the "
         "linear probe (logistic regression on standardised features) and a k-NN (k=20, L1), on a "
@@ -405,6 +409,7 @@ class TrainConfig:
 
     def check(self):
         self._check_method()
+        self.resolved_probe_c()
         if self.method == "nat" and self.streaming == "on":
             raise UsageError("--method=nat keeps one noise target per training image and indexes them in memory: "
                              "drop --streaming=on")
@@ -448,6 +453,18 @@ class TrainConfig:
             return self.method
         return (f"{self.resolved_estimator()}-a{self.alpha:g}-b{self.beta:g}-g{self.gamma:g}"
                 f"-{self.local_critic}")
+
+    def resolved_probe_c(self):
+        """``--probe_c`` as the probe takes it: a positive float, or ``"cv"``; UsageError (one line) otherwise."""
+        if str(self.probe_c).strip().lower() == "cv":
+            return "cv"
+        try:
+            value = float(self.probe_c)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"--probe_c must be a positive number or cv, got {self.probe_c!r}")
+        return value
 
     def resolved_epochs(self):
         return self.epochs or DEFAULT_EPOCHS.get(self.dataset, PAPER_EPOCHS)
@@ -1351,7 +1368,7 @@ class CompareQualityConfig:
         TrainConfig, "Settings of every arm's training (the dim_keras runs take the rest from apps/train.py's "
         "defaults: the paper's DIM(L) with gamma = 0).",
         only=("dataset", "data_dir", "download", "epochs", "batch_size", "steps_per_epoch", "probe_max_train",
-              "monitor_every", "monitor_examples", "jit_compile", "verbose", "learning_rate", "augment",
+              "probe_c", "monitor_every", "monitor_examples", "jit_compile", "verbose", "learning_rate", "augment",
               "lr_schedule", "global_layer_norm", "score_scale", "score_penalty", "score_clip", "layer_defaults"),
         dataset="cifar10", epochs=10, monitor_every=1, verbose=2)
 

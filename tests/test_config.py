@@ -87,10 +87,20 @@ def test_flags_parse_into_nested_configs_and_lists():
     ({"resume": True}, "--resume needs the --output_dir"),
     ({"image_size": 4, "dataset": "folder", "data_dir": "."}, "--image_size must be >= 8, got 4"),
     ({"image_size": 32}, "--image_size applies to --dataset=folder only; digits"),
+    ({"probe_c": "0"}, "--probe_c must be a positive number or cv, got '0'"),
+    ({"probe_c": "inf"}, "--probe_c must be a positive number or cv"),
+    ({"probe_c": "auto"}, "--probe_c must be a positive number or cv, got 'auto'"),
 ])
 def test_validate_reports_the_first_bad_setting(changes, message):
     with pytest.raises(UsageError, match=message):
         config.validate(dataclasses.replace(config.TrainConfig(), **changes))
+
+
+def test_probe_c_is_a_positive_number_or_cv():
+    assert config.TrainConfig().resolved_probe_c() == 1.0  # the probe every earlier result was made with
+    assert config.TrainConfig(probe_c="0.01").resolved_probe_c() == 0.01
+    assert config.TrainConfig(probe_c="CV").resolved_probe_c() == "cv"
+    config.validate(config.CompareQualityConfig(train=config.TrainConfig(probe_c="cv")))
 
 
 def test_validate_recurses_into_nested_configs():

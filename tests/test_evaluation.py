@@ -109,6 +109,47 @@ def test_linear_svm_is_at_chance_on_random_labels():
     assert 0.35 <= result["mean"] <= 0.65
 
 
+def test_cross_validated_probe_picks_the_c_a_hand_written_cross_validation_picks():
+    """C="cv" against its definition, written out: stratified 5-fold cross-validation on the training set
+    only (each fold standardised on its own training part), the best mean validation accuracy (the smaller C
+    on a tie), then a refit on all training examples scored on the test set."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, size=260)
+    features = rng.standard_normal((260, 40)).astype(np.float32)
+    features[:, :3] += 0.8 * np.eye(3, dtype=np.float32)[labels]  # three weak class directions among noise
+    train, test = slice(0, 90), slice(90, None)
+    x, y = features[train], labels[train]
+
+    def fit(c, rows):
+        scaler = StandardScaler().fit(x[rows])
+        return scaler, LogisticRegression(C=c, max_iter=1000).fit(scaler.transform(x[rows]), y[rows])
+
+    mean_accuracy = {}
+    for c in probes.PROBE_C_GRID:
+        folds = StratifiedKFold(5, shuffle=True, random_state=0).split(x, y)
+        mean_accuracy[c] = np.mean([(lambda s, m: m.score(s.transform(x[val]), y[val]))(*fit(c, fit_rows))
+                                    for fit_rows, val in folds])
+    best = max(sorted(mean_accuracy), key=lambda c: (mean_accuracy[c], -c))
+    scaler, model = fit(best, np.arange(len(x)))
+    expected = model.score(scaler.transform(features[test]), labels[test])
+
+    result = probes.logistic_regression_probe(x, y, features[test], labels[test], C="cv")
+    assert result == {"accuracy": pytest.approx(expected), "C": best}
+    assert len(set(np.round(list(mean_accuracy.values()), 6))) > 1  # the grid's Cs are told apart here
+    # A fixed C is that C, and the accuracy function is the probe's accuracy.
+    assert probes.logistic_regression_probe(x, y, features[test], labels[test], C=best)["accuracy"] == \
+        pytest.approx(expected)
+    assert probes.logistic_regression_accuracy(x, y, features[test], labels[test], C="cv") == pytest.approx(expected)
+    for bad in (0, -1.0, "auto", True):
+        with pytest.raises(ValueError, match="positive number or 'cv'"):
+            probes.logistic_regression_probe(x, y, features[test], labels[test], C=bad)
+    with pytest.raises(ValueError, match="two training examples of every class"):
+        probes.logistic_regression_probe(x[:4], np.array([0, 1, 1, 2]), x[:4], np.array([0, 1, 1, 2]), C="cv")
+
+
 def test_mlp_probe_reaches_full_accuracy_and_averages_last_epochs(separable_features):
     result = probes.mlp_probe_accuracy(
         separable_features.train["y"], separable_features.train_labels,

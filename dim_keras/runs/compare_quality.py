@@ -66,7 +66,7 @@ def _accuracies(probe, column=ALL_LABELS):
 
 
 def _scarce_column(probe):
-    return next((c for c in probe[FEATURES[0]] if c != ALL_LABELS), None)
+    return next((c for c in probe[FEATURES[0]] if c.endswith("_labels_per_class")), None)
 
 
 def _training_timer():
@@ -172,7 +172,7 @@ def random_init_probe(train_config, log=print):
     probe_data = load_probe_data(train_config, train_config.probe_max_train, log=log)
     if probe_data is None:
         raise UsageError(f"{train_config.dataset} gave no linear probe (it needs labelled train and test splits)")
-    probe = linear_probe(keras_encoder_fn(model.encoder), probe_data)
+    probe = linear_probe(keras_encoder_fn(model.encoder), probe_data, train_config.resolved_probe_c())
     keras.backend.clear_session()
     return probe
 
@@ -212,7 +212,8 @@ def _torch_arm(config, seed, threads, log):
     train_config = config.run_config(RECIPE_ARMS[0], seed, path)  # the data, epochs and batch of every arm
     settings = {"implementation": "torch_reference", **{k: v for k, v in _settings_of(train_config).items()
                                                          if k in ("dataset", "data_dir", "epochs", "batch_size",
-                                                                  "seed", "steps_per_epoch", "probe_max_train")},
+                                                                  "seed", "steps_per_epoch", "probe_max_train",
+                                                                  "probe_c")},
                 "learning_rate": train_config.resolved_learning_rate()}
     record = _reusable(path, settings)
     if record is not None:
@@ -236,7 +237,8 @@ def _torch_arm(config, seed, threads, log):
         split.images, epochs, seed=seed, batch_size=train_config.batch_size,
         learning_rate=train_config.resolved_learning_rate(),
         steps_per_epoch=train_config.steps_per_epoch, device=device, log=log if train_config.verbose else None)
-    probe = linear_probe(torch_reference.torch_encoder_fn(trained["model"]), probe_data)
+    probe = linear_probe(torch_reference.torch_encoder_fn(trained["model"]), probe_data,
+                         train_config.resolved_probe_c())
     wall_s = time.perf_counter() - start
     trained["model"].save(os.path.join(path, TORCH_WEIGHTS))
     record = {

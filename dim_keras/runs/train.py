@@ -407,20 +407,27 @@ def _first_per_class(labels, count):
     return np.sort(np.concatenate([np.flatnonzero(labels == c)[:count] for c in np.unique(labels)]))
 
 
-def linear_probe(encoder_fn, probe_data):
+def linear_probe(encoder_fn, probe_data, C=1.0):
     """Logistic-regression test accuracy of ``y``, ``fc`` and ``conv`` of ``encoder_fn`` (uint8 images ->
     features), trained on all the probe's labels and on ``SCARCE_LABELS_PER_CLASS`` per class:
-    ``{feature: {"all_labels": acc, "20_labels_per_class": acc}}``."""
-    from dim_keras.evaluation.probes import logistic_regression_accuracy
+    ``{feature: {"all_labels": acc, "20_labels_per_class": acc}}``.  ``C``: the inverse L2 strength, or
+    ``"cv"`` (:func:`~dim_keras.evaluation.probes.logistic_regression_probe`), which adds each column's
+    chosen C as ``{feature: {..., "chosen_C": {"all_labels": C, "20_labels_per_class": C}}}``."""
+    from dim_keras.evaluation.probes import logistic_regression_probe
     train_images, train_labels, test_images, test_labels = probe_data
     train_features, train_labels = _probe_features(encoder_fn, train_images, train_labels)
     test_features, test_labels = _probe_features(encoder_fn, test_images, test_labels)
-    scarce = _first_per_class(train_labels, SCARCE_LABELS_PER_CLASS)
-    return {name: {"all_labels": logistic_regression_accuracy(train_features[name], train_labels,
-                                                              test_features[name], test_labels),
-                   f"{SCARCE_LABELS_PER_CLASS}_labels_per_class": logistic_regression_accuracy(
-                       train_features[name][scarce], train_labels[scarce], test_features[name], test_labels)}
-            for name in PROBE_FEATURES}
+    columns = {"all_labels": slice(None),
+               f"{SCARCE_LABELS_PER_CLASS}_labels_per_class": _first_per_class(train_labels, SCARCE_LABELS_PER_CLASS)}
+    result = {}
+    for name in PROBE_FEATURES:
+        probes = {column: logistic_regression_probe(train_features[name][rows], train_labels[rows],
+                                                    test_features[name], test_labels, C=C)
+                  for column, rows in columns.items()}
+        result[name] = {column: probe["accuracy"] for column, probe in probes.items()}
+        if C == "cv":
+            result[name]["chosen_C"] = {column: probe["C"] for column, probe in probes.items()}
+    return result
 
 
 def _probe_features(encoder_fn, images, labels):
@@ -566,7 +573,7 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
     random_init_probe = None
     if config.probe and probe_data is not None:
         from dim_keras.evaluation import keras_encoder_fn
-        random_init_probe = linear_probe(keras_encoder_fn(model.encoder), probe_data)
+        random_init_probe = linear_probe(keras_encoder_fn(model.encoder), probe_data, config.resolved_probe_c())
     # A multi-worker group keeps two epochs, so its workers always share one (a worker may die between saves).
     checkpoint = callbacks_lib.epoch_checkpoint(  # TensorFlow's format on TF (earlier runs resume), else arrays
         os.path.join(config.output_dir, "checkpoints"),
@@ -654,7 +661,8 @@ def _train(config, strategy, role, resume_after, extra_callbacks=(), log=print):
               "epochs": epochs, "history": history.history if history else {},
               "skipped_images": skipped.as_dict()}
     if config.probe and probe_data is not None:
-        probe = {"random_init": random_init_probe, "trained": linear_probe(load_encoder(encoder_path), probe_data)}
+        probe = {"random_init": random_init_probe, "trained": linear_probe(load_encoder(encoder_path), probe_data,
+                                                                            config.resolved_probe_c())}
         log(probe_table(probe, config.method))
         io.write_json(os.path.join(config.output_dir, "probe.json"), probe)
         result["probe"] = probe
