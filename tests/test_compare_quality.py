@@ -102,6 +102,15 @@ def test_harness_on_digits_matches_numpy_and_the_runs_probe_json(tmp_path):
                            log=lambda *a: None)
 
 
+def test_the_record_keeps_the_c_a_cross_validated_probe_chose():
+    fixed = {name: {"all_labels": 0.5} for name in ("conv", "fc", "y")}
+    assert cq._chosen_c(fixed) is None
+    chosen = {"conv": {"all_labels": 1e-3, "20_labels_per_class": 1e-2}, "fc": {"all_labels": 1e-4},
+              "y": {"all_labels": 0.1}}
+    cross_validated = {name: {"all_labels": 0.5, "chosen_C": chosen[name]} for name in ("conv", "fc", "y")}
+    assert cq._chosen_c(cross_validated) == chosen
+
+
 def _write_run(path, rows):
     os.makedirs(path)
     with open(os.path.join(path, "metrics.json"), "w") as handle:

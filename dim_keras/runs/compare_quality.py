@@ -69,6 +69,13 @@ def _scarce_column(probe):
     return next((c for c in probe[FEATURES[0]] if c.endswith("_labels_per_class")), None)
 
 
+def _chosen_c(probe):
+    """``{feature: {column: C}}``: the inverse L2 strengths ``--probe_c=cv`` chose (``linear_probe``'s
+    ``chosen_C``); None when the probe used a fixed C."""
+    chosen = {name: probe[name]["chosen_C"] for name in FEATURES if "chosen_C" in probe[name]}
+    return chosen or None
+
+
 def _training_timer():
     """A keras callback that adds up the seconds of each epoch's training steps: from the epoch's start to
     its last batch's end, so the epoch-end work (probe monitor, checkpoint, metrics.json) is left out."""
@@ -113,6 +120,8 @@ def _finish_record(path, record, probe):
     scarce = _scarce_column(probe)
     if scarce:
         record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
+    if _chosen_c(probe):
+        record["probe_C"] = _chosen_c(probe)
     os.makedirs(path, exist_ok=True)
     io.write_json(os.path.join(path, ARM_RESULT), record)
     return record
@@ -154,6 +163,8 @@ def _dim_keras_arm(config, arm, seed, log):
     if scarce:
         record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe["trained"], scarce),
                                    "random_init_probe": _accuracies(probe["random_init"], scarce)}
+    if _chosen_c(probe["trained"]):
+        record["probe_C"] = _chosen_c(probe["trained"])
     io.write_json(os.path.join(path, ARM_RESULT), record)
     return record
 
