@@ -120,8 +120,8 @@ def _finish_record(path, record, probe):
     scarce = _scarce_column(probe)
     if scarce:
         record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
-    if _chosen_c(probe):
-        record["probe_C"] = _chosen_c(probe)
+    if (chosen := _chosen_c(probe)) is not None:
+        record["probe_C"] = chosen
     os.makedirs(path, exist_ok=True)
     io.write_json(os.path.join(path, ARM_RESULT), record)
     return record
@@ -163,8 +163,8 @@ def _dim_keras_arm(config, arm, seed, log):
     if scarce:
         record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe["trained"], scarce),
                                    "random_init_probe": _accuracies(probe["random_init"], scarce)}
-    if _chosen_c(probe["trained"]):
-        record["probe_C"] = _chosen_c(probe["trained"])
+    if (chosen := _chosen_c(probe["trained"])) is not None:
+        record["probe_C"] = chosen
     io.write_json(os.path.join(path, ARM_RESULT), record)
     return record
 
