@@ -7,7 +7,9 @@ untrained encoder, probed alike (issue 12).
 Every seed trains each dim_keras recipe of --arms (paper, improved) with apps/train.py's training (DIM(L)
 without the prior term: gamma = 0) and the authors' step re-implemented in PyTorch (torch; needs torch, a
 dev-only tool) on the same pretraining images for --epochs epochs, then probes the conv, fc and y features of
-every encoder with the same linear probe (random_init: the dim_keras encoder untrained).  Prints a markdown
+every encoder with the same linear probe (random_init: the dim_keras encoder untrained), its C chosen by
+cross-validation on the training labels (--probe_c=cv, the harness's default; --probe_c=1 is the fixed C of
+the earlier tables in docs/RESULTS.md).  Prints a markdown
 table of mean +- std over seeds and writes <output_dir>/compare_quality.json (per-seed values, wall times) and
 <output_dir>/compare_quality.png (probe accuracy against epochs, from the runs' probe monitor); --json adds the
 JSON object as the last line.  Rerunning with the same --output_dir reuses the finished runs.  The flags are the

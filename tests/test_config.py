@@ -101,6 +101,9 @@ def test_probe_c_is_a_positive_number_or_cv():
     assert config.TrainConfig(probe_c="0.01").resolved_probe_c() == 0.01
     assert config.TrainConfig(probe_c="CV").resolved_probe_c() == "cv"
     config.validate(config.CompareQualityConfig(train=config.TrainConfig(probe_c="cv")))
+    # the comparison harness cross-validates by default, and every arm's run config carries it
+    harness = config.CompareQualityConfig()
+    assert harness.run_config("paper", 0, "unused").resolved_probe_c() == "cv"
 
 
 def test_validate_recurses_into_nested_configs():
