@@ -77,6 +77,12 @@ def test_harness_on_digits_matches_numpy_and_the_runs_probe_json(tmp_path):
         for arm, column in (("paper", "trained"), ("random_init", "random_init")):
             for name in ("conv", "fc", "y"):
                 assert written["arms"][arm]["features"][name]["per_seed"][seed_index] == probe[column][name]["all_labels"]
+        # the record's label-scarce entry holds both of probe.json's columns at 20 labels per class
+        with open(tmp_path / f"paper-seed{seed}" / cq.ARM_RESULT) as handle:
+            scarce = json.load(handle)["scarce_labels"]
+        assert scarce["column"] == "20_labels_per_class"
+        for key, column in (("probe", "trained"), ("random_init_probe", "random_init")):
+            assert scarce[key] == {name: probe[column][name][scarce["column"]] for name in ("conv", "fc", "y")}
     for arm in ("paper", "random_init"):
         summary = written["arms"][arm]
         assert summary["epochs"] == (1 if arm == "paper" else 0)

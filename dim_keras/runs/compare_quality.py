@@ -114,12 +114,15 @@ def _reusable(path, settings):
     return finished_record(path, ARM_RESULT, settings, "run")
 
 
-def _finish_record(path, record, probe):
-    """Adds the label-scarce probe column (when the probe has one) to ``record`` and writes it as
-    ``path``'s ``arm_result.json``, the mark of a finished run; returns it."""
+def _finish_record(path, record, probe, random_init_probe=None):
+    """Adds the label-scarce probe column (when the probe has one; with ``random_init_probe``'s too, when
+    given) and the C a cross-validated probe chose to ``record`` and writes it as ``path``'s
+    ``arm_result.json``, the mark of a finished run; returns it."""
     scarce = _scarce_column(probe)
     if scarce:
         record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe, scarce)}
+        if random_init_probe is not None:
+            record["scarce_labels"]["random_init_probe"] = _accuracies(random_init_probe, scarce)
     if (chosen := _chosen_c(probe)) is not None:
         record["probe_C"] = chosen
     os.makedirs(path, exist_ok=True)
@@ -159,14 +162,7 @@ def _dim_keras_arm(config, arm, seed, log):
         "wall_s": wall_s, "train_s": train_s, "images_per_s": images / train_s if train_s > 0 else None,
         "resumed": resume, "loss": [float(v) for v in result["history"].get("loss", [])],
     }
-    scarce = _scarce_column(probe["trained"])
-    if scarce:
-        record["scarce_labels"] = {"column": scarce, "probe": _accuracies(probe["trained"], scarce),
-                                   "random_init_probe": _accuracies(probe["random_init"], scarce)}
-    if (chosen := _chosen_c(probe["trained"])) is not None:
-        record["probe_C"] = chosen
-    io.write_json(os.path.join(path, ARM_RESULT), record)
-    return record
+    return _finish_record(path, record, probe["trained"], random_init_probe=probe["random_init"])
 
 
 def random_init_probe(train_config, log=print):
